@@ -1,0 +1,18 @@
+"""s2ssm: Sparse Slot State Space Models for learning local causal world models.
+
+Subpackages: :mod:`s2ssm.graph` (batched causal-graph metrics, Rust core),
+:mod:`s2ssm.testing` (hypothesis strategies for graph code).
+"""
+
+from __future__ import annotations
+
+from s2ssm._core import __version__
+from s2ssm.errors import CountOverflowError, InvalidInputError, InvalidTypeError, S2ssmError
+
+__all__ = [
+    "CountOverflowError",
+    "InvalidInputError",
+    "InvalidTypeError",
+    "S2ssmError",
+    "__version__",
+]

@@ -1,0 +1,378 @@
+//! Path counting over stacks of per-layer adjacency matrices `A_1 .. A_L` (each `N x N`).
+//!
+//! In the child x parent layout (attention matrices: row = query = child) the path-count matrix
+//! is `(A_L + I) @ ... @ (A_1 + I)`; in the parent x child layout it is the same graph,
+//! `(A_1 + I) @ ... @ (A_L + I)`. Entry `(i, j)` counts the paths through the layers, a step of
+//! each either an edge of that layer or staying at the same node.
+
+use super::{bits::pack_row, MAX_NODES};
+use crate::error::{CoreError, CoreResult};
+use rayon::prelude::*;
+
+/// Orientation of an adjacency matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `A[i, j] != 0` is an edge `i -> j`.
+    ParentChild,
+    /// `A[i, j] != 0` is an edge `j -> i` (rows are children, as attention weights come).
+    ChildParent,
+}
+
+/// Stacks handled per rayon task.
+const STACKS_PER_TASK: usize = 1 << 10;
+
+fn check_stack(
+    len: usize,
+    batch: usize,
+    n_layers: usize,
+    n: usize,
+    out_len: usize,
+    per: usize,
+) -> CoreResult<()> {
+    if batch == 0 {
+        return Err(CoreError::invalid(
+            "layers",
+            "expected at least one layer stack, got an empty batch",
+        ));
+    }
+    if n_layers == 0 {
+        return Err(CoreError::invalid(
+            "layers",
+            "expected at least one layer, got 0",
+        ));
+    }
+    if n == 0 || n > MAX_NODES {
+        return Err(CoreError::invalid(
+            "layers",
+            format!("expected 1 to {MAX_NODES} nodes, got {n}"),
+        ));
+    }
+    if batch.checked_mul(n_layers * n * n) != Some(len) {
+        return Err(CoreError::invalid(
+            "layers",
+            format!("buffer of {len} values does not match ({batch}, {n_layers}, {n}, {n})"),
+        ));
+    }
+    if out_len != batch * per {
+        return Err(CoreError::invalid(
+            "out",
+            format!("expected {} values, got {out_len}", batch * per),
+        ));
+    }
+    Ok(())
+}
+
+/// Numbers the path product works over.
+trait Count: Copy + Send + Sync + PartialEq {
+    const ZERO: Self;
+    const ONE: Self;
+    fn mul_add(acc: Self, a: Self, b: Self) -> Self;
+}
+
+impl Count for u64 {
+    const ZERO: Self = 0;
+    const ONE: Self = 1;
+    #[inline(always)]
+    fn mul_add(acc: Self, a: Self, b: Self) -> Self {
+        acc.wrapping_add(a.wrapping_mul(b))
+    }
+}
+
+impl Count for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    #[inline(always)]
+    fn mul_add(acc: Self, a: Self, b: Self) -> Self {
+        acc + a * b
+    }
+}
+
+/// `out = left @ (right + I)` for row-major `n x n` matrices.
+#[inline]
+fn mul_plus_identity<T: Count>(left: &[T], right: &[T], n: usize, out: &mut [T]) {
+    out.copy_from_slice(left);
+    for (out_row, left_row) in out.chunks_exact_mut(n).zip(left.chunks_exact(n)) {
+        for (&a, right_row) in left_row.iter().zip(right.chunks_exact(n)) {
+            if a != T::ZERO {
+                for (o, &b) in out_row.iter_mut().zip(right_row) {
+                    *o = T::mul_add(*o, a, b);
+                }
+            }
+        }
+    }
+}
+
+/// `out = (left + I) @ right` for row-major `n x n` matrices.
+#[inline]
+fn plus_identity_mul<T: Count>(left: &[T], right: &[T], n: usize, out: &mut [T]) {
+    out.copy_from_slice(right);
+    for (out_row, left_row) in out.chunks_exact_mut(n).zip(left.chunks_exact(n)) {
+        for (&a, right_row) in left_row.iter().zip(right.chunks_exact(n)) {
+            if a != T::ZERO {
+                for (o, &b) in out_row.iter_mut().zip(right_row) {
+                    *o = T::mul_add(*o, a, b);
+                }
+            }
+        }
+    }
+}
+
+/// Path-count product of one stack of `n_layers` matrices into `out` (`n x n`).
+fn stack_product<T: Count>(
+    stack: &[T],
+    n_layers: usize,
+    n: usize,
+    layout: Layout,
+    out: &mut [T],
+    scratch: &mut [T],
+) {
+    let cells = n * n;
+    out.copy_from_slice(&stack[..cells]);
+    for i in 0..n {
+        out[i * n + i] = T::mul_add(out[i * n + i], T::ONE, T::ONE);
+    }
+    for layer in stack.chunks_exact(cells).skip(1).take(n_layers - 1) {
+        scratch.copy_from_slice(out);
+        match layout {
+            Layout::ParentChild => mul_plus_identity(scratch, layer, n, out),
+            Layout::ChildParent => plus_identity_mul(layer, scratch, n, out),
+        }
+    }
+}
+
+/// Upper bound of every entry of the product, or `None` when it may not fit in a `u64`.
+fn count_bound(stack: &[u64], n: usize) -> Option<u64> {
+    let mut bound: u64 = 1;
+    for layer in stack.chunks_exact(n * n) {
+        let max_row_sum = layer
+            .chunks_exact(n)
+            .map(|row| row.iter().try_fold(1u64, |acc, &v| acc.checked_add(v)))
+            .try_fold(0u64, |acc, row| row.map(|r| acc.max(r)))?;
+        bound = bound.checked_mul(max_row_sum)?;
+    }
+    Some(bound)
+}
+
+/// Exact checked product of one stack, for stacks whose bound does not fit in 64 bits.
+fn checked_stack_product(
+    stack: &[u64],
+    n_layers: usize,
+    n: usize,
+    layout: Layout,
+    out: &mut [u64],
+) -> Option<()> {
+    let cells = n * n;
+    let mut current: Vec<u128> = stack[..cells].iter().map(|&v| u128::from(v)).collect();
+    for i in 0..n {
+        current[i * n + i] += 1;
+    }
+    let mut next = vec![0u128; cells];
+    for layer in stack.chunks_exact(cells).skip(1).take(n_layers - 1) {
+        for i in 0..n {
+            for j in 0..n {
+                let mut acc = current[i * n + j];
+                for k in 0..n {
+                    let (a, b) = match layout {
+                        Layout::ParentChild => (current[i * n + k], u128::from(layer[k * n + j])),
+                        Layout::ChildParent => (u128::from(layer[i * n + k]), current[k * n + j]),
+                    };
+                    acc = acc.checked_add(a.checked_mul(b)?)?;
+                }
+                next[i * n + j] = acc;
+                if acc > u128::from(u64::MAX) {
+                    return None;
+                }
+            }
+        }
+        std::mem::swap(&mut current, &mut next);
+    }
+    for (o, &c) in out.iter_mut().zip(&current) {
+        *o = u64::try_from(c).ok()?;
+    }
+    Some(())
+}
+
+/// Exact path counts of `batch` stacks of `n_layers` non-negative integer `n x n` layers.
+/// `out` receives `batch * n * n` counts; a count above `u64::MAX` is an overflow error.
+pub fn path_counts_u64(
+    layers: &[u64],
+    batch: usize,
+    n_layers: usize,
+    n: usize,
+    layout: Layout,
+    out: &mut [u64],
+) -> CoreResult<()> {
+    check_stack(layers.len(), batch, n_layers, n, out.len(), n * n)?;
+    let (cells, stack_len) = (n * n, n_layers * n * n);
+    let overflowed = out
+        .par_chunks_mut(STACKS_PER_TASK * cells)
+        .zip(layers.par_chunks(STACKS_PER_TASK * stack_len))
+        .enumerate()
+        .map(|(task, (out, layers))| {
+            let mut scratch = vec![0u64; cells];
+            for (index, (o, stack)) in out
+                .chunks_exact_mut(cells)
+                .zip(layers.chunks_exact(stack_len))
+                .enumerate()
+            {
+                let fits = count_bound(stack, n).is_some();
+                if fits {
+                    stack_product(stack, n_layers, n, layout, o, &mut scratch);
+                } else if checked_stack_product(stack, n_layers, n, layout, o).is_none() {
+                    return Some(task * STACKS_PER_TASK + index);
+                }
+            }
+            None
+        })
+        .filter_map(|x| x)
+        .min();
+    match overflowed {
+        Some(index) => Err(CoreError::Overflow(format!(
+            "path counts of stack {index} exceed the uint64 range; pass float layers for float64 counts"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Float path counts (`float64`) of `batch` stacks of `n_layers` `n x n` layers.
+pub fn path_counts_f64(
+    layers: &[f64],
+    batch: usize,
+    n_layers: usize,
+    n: usize,
+    layout: Layout,
+    out: &mut [f64],
+) -> CoreResult<()> {
+    check_stack(layers.len(), batch, n_layers, n, out.len(), n * n)?;
+    let (cells, stack_len) = (n * n, n_layers * n * n);
+    out.par_chunks_mut(STACKS_PER_TASK * cells)
+        .zip(layers.par_chunks(STACKS_PER_TASK * stack_len))
+        .for_each(|(out, layers)| {
+            let mut scratch = vec![0f64; cells];
+            for (o, stack) in out
+                .chunks_exact_mut(cells)
+                .zip(layers.chunks_exact(stack_len))
+            {
+                stack_product(stack, n_layers, n, layout, o, &mut scratch);
+            }
+        });
+    Ok(())
+}
+
+/// Reachability (path product over the boolean semiring) of `batch` stacks of `n_layers`
+/// `n x n` byte layers (non-zero = edge). `out` receives `n` packed row words per stack:
+/// bit `j` of row `i` is entry `(i, j)` of the result, in the input's layout.
+pub fn reachability(
+    layers: &[u8],
+    batch: usize,
+    n_layers: usize,
+    n: usize,
+    layout: Layout,
+    out: &mut [u64],
+) -> CoreResult<()> {
+    check_stack(layers.len(), batch, n_layers, n, out.len(), n)?;
+    let stack_len = n_layers * n * n;
+    out.par_chunks_mut(STACKS_PER_TASK * n)
+        .zip(layers.par_chunks(STACKS_PER_TASK * stack_len))
+        .for_each(|(out, layers)| {
+            let mut layer_rows = [0u64; MAX_NODES];
+            let mut previous = [0u64; MAX_NODES];
+            for (reach, stack) in out.chunks_exact_mut(n).zip(layers.chunks_exact(stack_len)) {
+                for (layer_index, layer) in stack.chunks_exact(n * n).enumerate() {
+                    for (i, (word, row)) in layer_rows[..n]
+                        .iter_mut()
+                        .zip(layer.chunks_exact(n))
+                        .enumerate()
+                    {
+                        *word = pack_row(row) | (1u64 << i);
+                    }
+                    if layer_index == 0 {
+                        reach.copy_from_slice(&layer_rows[..n]);
+                        continue;
+                    }
+                    previous[..n].copy_from_slice(reach);
+                    // ParentChild: R <- R (A + I); ChildParent: R <- (A + I) R.
+                    let (left, right) = match layout {
+                        Layout::ParentChild => (&previous[..n], &layer_rows[..n]),
+                        Layout::ChildParent => (&layer_rows[..n], &previous[..n]),
+                    };
+                    for (word, &left_row) in reach.iter_mut().zip(left) {
+                        let mut acc = 0u64;
+                        let mut ks = left_row;
+                        while ks != 0 {
+                            acc |= right[ks.trailing_zeros() as usize];
+                            ks &= ks - 1;
+                        }
+                        *word = acc;
+                    }
+                }
+            }
+        });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_product(stack: &[u64], n: usize, layout: Layout) -> Vec<u128> {
+        let mut m: Vec<u128> = (0..n * n).map(|c| u128::from(c % (n + 1) == 0)).collect();
+        for layer in stack.chunks_exact(n * n) {
+            let a: Vec<u128> = (0..n * n)
+                .map(|c| u128::from(layer[c]) + u128::from(c % (n + 1) == 0))
+                .collect();
+            let (l, r) = match layout {
+                Layout::ParentChild => (m.clone(), a),
+                Layout::ChildParent => (a, m.clone()),
+            };
+            for i in 0..n {
+                for j in 0..n {
+                    m[i * n + j] = (0..n).map(|k| l[i * n + k] * r[k * n + j]).sum();
+                }
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn counts_match_naive_products() {
+        for n in [1usize, 3, 8, 11] {
+            for layout in [Layout::ParentChild, Layout::ChildParent] {
+                let (batch, n_layers) = (9, 4);
+                let layers: Vec<u64> = (0..batch * n_layers * n * n)
+                    .map(|c| ((c * 31 + 7) % 5 == 0) as u64 * (c % 3) as u64)
+                    .collect();
+                let mut out = vec![0u64; batch * n * n];
+                path_counts_u64(&layers, batch, n_layers, n, layout, &mut out).unwrap();
+                let mut reach = vec![0u64; batch * n];
+                let bytes: Vec<u8> = layers.iter().map(|&v| v as u8).collect();
+                reachability(&bytes, batch, n_layers, n, layout, &mut reach).unwrap();
+                for b in 0..batch {
+                    let expected = naive_product(
+                        &layers[b * n_layers * n * n..(b + 1) * n_layers * n * n],
+                        n,
+                        layout,
+                    );
+                    for c in 0..n * n {
+                        assert_eq!(u128::from(out[b * n * n + c]), expected[c]);
+                        assert_eq!((reach[b * n + c / n] >> (c % n)) & 1 == 1, expected[c] > 0);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn overflow_is_reported_and_large_exact_counts_are_kept() {
+        let n = 2;
+        let big = vec![1u64 << 40; 2 * n * n];
+        let mut out = vec![0u64; n * n];
+        let err = path_counts_u64(&big, 1, 2, n, Layout::ParentChild, &mut out).unwrap_err();
+        assert!(matches!(err, CoreError::Overflow(_)));
+        // Bound overflows (4 * 2^31 squared) but the exact values fit: checked path.
+        let fits = vec![1u64 << 31, 0, 0, 1u64 << 31, 1u64 << 31, 0, 0, 1u64 << 31];
+        path_counts_u64(&fits, 1, 2, n, Layout::ParentChild, &mut out).unwrap();
+        let v = (1u64 << 31) + 1;
+        assert_eq!(out, vec![v * v, 0, 0, v * v]);
+    }
+}
