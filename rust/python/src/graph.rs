@@ -145,22 +145,41 @@ fn stack_dims(py: Python<'_>, shape: &[usize]) -> PyResult<(usize, usize, usize)
     Ok((shape[0], shape[1], shape[2]))
 }
 
-/// Exact uint64 path counts `(B, N, N)` of a `(B, L, N, N)` uint64 layer stack.
+/// Exact uint64 path counts `(B, N, N)` of a `(B, L, N, N)` uint8 or uint64 layer stack.
 #[pyfunction]
 #[pyo3(signature = (layers, layout, num_threads=None))]
 fn path_counts_u64<'py>(
     py: Python<'py>,
-    layers: PyReadonlyArray4<'py, u64>,
+    layers: &Bound<'py, PyAny>,
     layout: &str,
     num_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray3<u64>>> {
     let layout = parse_layout(py, layout)?;
+    let pool = thread_pool(py, num_threads)?;
+    if let Ok(small) = layers.extract::<PyReadonlyArray4<'py, u8>>() {
+        exact_counts(py, &small, layout, pool.as_ref())
+    } else {
+        let wide = layers
+            .extract::<PyReadonlyArray4<'py, u64>>()
+            .map_err(|_| invalid(py, "layers", "expected a 4-d uint8 or uint64 array"))?;
+        exact_counts(py, &wide, layout, pool.as_ref())
+    }
+}
+
+fn exact_counts<'py, I>(
+    py: Python<'py>,
+    layers: &PyReadonlyArray4<'py, I>,
+    layout: Layout,
+    pool: Option<&rayon::ThreadPool>,
+) -> PyResult<Bound<'py, PyArray3<u64>>>
+where
+    I: numpy::Element + Copy + Into<u64> + Sync,
+{
     let (b, l, n) = stack_dims(py, layers.shape())?;
     let data = contiguous!(py, layers, "layers");
-    let pool = thread_pool(py, num_threads)?;
     let mut out = vec![0u64; b * n * n];
     py.detach(|| {
-        run_in(pool.as_ref(), || {
+        run_in(pool, || {
             graph::path_counts_u64(data, b, l, n, layout, &mut out)
         })
     })

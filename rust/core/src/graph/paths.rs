@@ -192,16 +192,20 @@ fn checked_stack_product(
     Some(())
 }
 
-/// Exact path counts of `batch` stacks of `n_layers` non-negative integer `n x n` layers.
+/// Exact path counts of `batch` stacks of `n_layers` non-negative integer `n x n` layers
+/// (`u8` for binary or small counts, `u64` otherwise).
 /// `out` receives `batch * n * n` counts; a count above `u64::MAX` is an overflow error.
-pub fn path_counts_u64(
-    layers: &[u64],
+pub fn path_counts_u64<I>(
+    layers: &[I],
     batch: usize,
     n_layers: usize,
     n: usize,
     layout: Layout,
     out: &mut [u64],
-) -> CoreResult<()> {
+) -> CoreResult<()>
+where
+    I: Copy + Into<u64> + Sync,
+{
     check_stack(layers.len(), batch, n_layers, n, out.len(), n * n)?;
     let (cells, stack_len) = (n * n, n_layers * n * n);
     let overflowed = out
@@ -210,11 +214,16 @@ pub fn path_counts_u64(
         .enumerate()
         .map(|(task, (out, layers))| {
             let mut scratch = vec![0u64; cells];
-            for (index, (o, stack)) in out
+            let mut widened = vec![0u64; stack_len];
+            for (index, (o, input)) in out
                 .chunks_exact_mut(cells)
                 .zip(layers.chunks_exact(stack_len))
                 .enumerate()
             {
+                for (w, &v) in widened.iter_mut().zip(input) {
+                    *w = v.into();
+                }
+                let stack = widened.as_slice();
                 let fits = count_bound(stack, n).is_some();
                 if fits {
                     stack_product(stack, n_layers, n, layout, o, &mut scratch);
