@@ -1,0 +1,345 @@
+"""Masked slot attention: Triton forward/backward, autograd wrapper and the dispatching public op.
+
+One program per (batch*time, head) row block holds the whole (S_q x S_k) score tile in registers:
+slots are few (a handful to ~32), so the scores, the softmax and both products fit in one tile
+(padded to 16 for ``tl.dot``). The forward optionally writes the attention weights; the backward
+recomputes them from q, k and the mask instead of reading them back, takes gradients of the
+output and of the returned weights, and writes the score gradient so that an additive float mask
+that requires grad (learned edge gates) gets its gradient too. Fully masked rows produce zero
+weights, a zero output and zero gradients. Arithmetic is float32 (IEEE dots) for every input
+dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from s2ssm.errors import InvalidInputError, InvalidTypeError
+from s2ssm.triton_kernels._dispatch import resolve_backend
+from s2ssm.triton_kernels.slot_attention_ref import check_attention_inputs, slot_attention_ref
+
+try:  # triton is an optional dependency
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+except ImportError:  # pragma: no cover - exercised only without triton
+    HAS_TRITON = False
+
+__all__ = ["HAS_TRITON", "slot_attention", "slot_attention_triton"]
+
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_NO_MASK, _BOOL_MASK, _ADD_MASK = 0, 1, 2
+
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _attn_probs(
+        q_ptr, k_ptr, mask_ptr, bh, H, SQ, SK, DQK, scale,
+        msb, msh, msq, msk,
+        MASK_MODE: tl.constexpr,
+        BLOCK_SQ: tl.constexpr, BLOCK_SK: tl.constexpr, BLOCK_D: tl.constexpr,
+    ):  # fmt: skip
+        """Load q, k and return (q, k, weights) for one (batch, head)."""
+        oq = tl.arange(0, BLOCK_SQ)
+        ok = tl.arange(0, BLOCK_SK)
+        od = tl.arange(0, BLOCK_D)
+        d_mask = od < DQK
+        q = tl.load(
+            q_ptr + (bh * SQ + oq[:, None]) * DQK + od[None, :],
+            mask=(oq < SQ)[:, None] & d_mask[None, :],
+            other=0.0,
+        ).to(tl.float32)
+        k = tl.load(
+            k_ptr + (bh * SK + ok[:, None]) * DQK + od[None, :],
+            mask=(ok < SK)[:, None] & d_mask[None, :],
+            other=0.0,
+        ).to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+        attend = (oq < SQ)[:, None] & (ok < SK)[None, :]
+        if MASK_MODE != 0:
+            b = bh // H
+            h = bh % H
+            mptr = mask_ptr + b * msb + h * msh + oq[:, None] * msq + ok[None, :] * msk
+            mval = tl.load(mptr, mask=attend, other=0)
+            if MASK_MODE == 1:
+                attend = attend & (mval != 0)
+            else:
+                s = s + mval.to(tl.float32)
+        s = tl.where(attend, s, float("-inf"))
+        m = tl.max(s, axis=1)
+        m = tl.where(m == float("-inf"), 0.0, m)
+        p = tl.exp(s - m[:, None])
+        denom = tl.sum(p, axis=1)
+        w = p / tl.where(denom > 0.0, denom, 1.0)[:, None]
+        return q, k, w
+
+    @triton.jit
+    def _attn_fwd_kernel(
+        q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, w_ptr,
+        H, SQ, SK, DQK, DV, scale,
+        msb, msh, msq, msk,
+        MASK_MODE: tl.constexpr, STORE_W: tl.constexpr,
+        BLOCK_SQ: tl.constexpr, BLOCK_SK: tl.constexpr,
+        BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    ):  # fmt: skip
+        bh = tl.program_id(0).to(tl.int64)
+        _, _, w = _attn_probs(
+            q_ptr, k_ptr, mask_ptr, bh, H, SQ, SK, DQK, scale, msb, msh, msq, msk,
+            MASK_MODE, BLOCK_SQ, BLOCK_SK, BLOCK_D,
+        )  # fmt: skip
+        oq = tl.arange(0, BLOCK_SQ)
+        ok = tl.arange(0, BLOCK_SK)
+        odv = tl.arange(0, BLOCK_DV)
+        v = tl.load(
+            v_ptr + (bh * SK + ok[:, None]) * DV + odv[None, :],
+            mask=(ok < SK)[:, None] & (odv < DV)[None, :],
+            other=0.0,
+        ).to(tl.float32)
+        out = tl.dot(w, v, input_precision="ieee")
+        o_mask = (oq < SQ)[:, None] & (odv < DV)[None, :]
+        tl.store(
+            out_ptr + (bh * SQ + oq[:, None]) * DV + odv[None, :],
+            out.to(out_ptr.dtype.element_ty),
+            mask=o_mask,
+        )
+        if STORE_W:
+            w_mask = (oq < SQ)[:, None] & (ok < SK)[None, :]
+            tl.store(
+                w_ptr + (bh * SQ + oq[:, None]) * SK + ok[None, :],
+                w.to(w_ptr.dtype.element_ty),
+                mask=w_mask,
+            )
+
+    @triton.jit
+    def _attn_bwd_kernel(
+        q_ptr, k_ptr, v_ptr, mask_ptr, dout_ptr, dw_ptr,
+        dq_ptr, dk_ptr, dv_ptr, ds_ptr,
+        H, SQ, SK, DQK, DV, scale,
+        msb, msh, msq, msk,
+        MASK_MODE: tl.constexpr, HAS_DW: tl.constexpr, STORE_DS: tl.constexpr,
+        BLOCK_SQ: tl.constexpr, BLOCK_SK: tl.constexpr,
+        BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    ):  # fmt: skip
+        bh = tl.program_id(0).to(tl.int64)
+        q, k, w = _attn_probs(
+            q_ptr, k_ptr, mask_ptr, bh, H, SQ, SK, DQK, scale, msb, msh, msq, msk,
+            MASK_MODE, BLOCK_SQ, BLOCK_SK, BLOCK_D,
+        )  # fmt: skip
+        oq = tl.arange(0, BLOCK_SQ)
+        ok = tl.arange(0, BLOCK_SK)
+        od = tl.arange(0, BLOCK_D)
+        odv = tl.arange(0, BLOCK_DV)
+        v = tl.load(
+            v_ptr + (bh * SK + ok[:, None]) * DV + odv[None, :],
+            mask=(ok < SK)[:, None] & (odv < DV)[None, :],
+            other=0.0,
+        ).to(tl.float32)
+        dout = tl.load(
+            dout_ptr + (bh * SQ + oq[:, None]) * DV + odv[None, :],
+            mask=(oq < SQ)[:, None] & (odv < DV)[None, :],
+            other=0.0,
+        ).to(tl.float32)
+        qk_mask = (oq < SQ)[:, None] & (ok < SK)[None, :]
+        dv = tl.dot(tl.trans(w), dout, input_precision="ieee")
+        dp = tl.dot(dout, tl.trans(v), input_precision="ieee")
+        if HAS_DW:
+            dp += tl.load(
+                dw_ptr + (bh * SQ + oq[:, None]) * SK + ok[None, :], mask=qk_mask, other=0.0
+            ).to(tl.float32)
+        ds = w * (dp - tl.sum(w * dp, axis=1)[:, None])
+        if STORE_DS:
+            tl.store(ds_ptr + (bh * SQ + oq[:, None]) * SK + ok[None, :], ds, mask=qk_mask)
+        dq = tl.dot(ds, k, input_precision="ieee") * scale
+        dk = tl.dot(tl.trans(ds), q, input_precision="ieee") * scale
+        tl.store(
+            dq_ptr + (bh * SQ + oq[:, None]) * DQK + od[None, :],
+            dq.to(dq_ptr.dtype.element_ty),
+            mask=(oq < SQ)[:, None] & (od < DQK)[None, :],
+        )
+        tl.store(
+            dk_ptr + (bh * SK + ok[:, None]) * DQK + od[None, :],
+            dk.to(dk_ptr.dtype.element_ty),
+            mask=(ok < SK)[:, None] & (od < DQK)[None, :],
+        )
+        tl.store(
+            dv_ptr + (bh * SK + ok[:, None]) * DV + odv[None, :],
+            dv.to(dv_ptr.dtype.element_ty),
+            mask=(ok < SK)[:, None] & (odv < DV)[None, :],
+        )
+
+
+def _block(x: int) -> int:
+    """Power of two >= x and >= 16 (the smallest ``tl.dot`` operand)."""
+    return max(16, 1 << max(0, (x - 1).bit_length()))
+
+
+def _mask_args(
+    mask: torch.Tensor | None, shape: tuple[int, int, int, int], device: torch.device
+) -> tuple[int, torch.Tensor | None, tuple[int, int, int, int]]:
+    """Mask mode, a kernel-readable view (expanded with zero strides, no copy), its strides."""
+    if mask is None:
+        return _NO_MASK, None, (0, 0, 0, 0)
+    view = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape)).expand(shape)
+    if mask.dtype == torch.bool:
+        view = view.view(torch.uint8)
+        mode = _BOOL_MASK
+    else:
+        mode = _ADD_MASK
+    strides = tuple(view.stride()[i] if view.shape[i] > 1 else 0 for i in range(4))
+    return mode, view, strides  # type: ignore[return-value]
+
+
+def _warps(block_sq: int, block_sk: int) -> int:
+    return 4 if block_sq * block_sk >= 1024 else 2
+
+
+class _SlotAttentionFn(torch.autograd.Function):
+    """Triton forward/backward; saves q, k, v and the mask, recomputes the weights."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        scale: float,
+        return_weights: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        bs, h, sq, d = q.shape
+        sk, dv = k.shape[2], v.shape[3]
+        qc, kc, vc = q.contiguous(), k.contiguous(), v.contiguous()
+        mode, mview, mstrides = _mask_args(mask, (bs, h, sq, sk), q.device)
+        out = torch.empty((bs, h, sq, dv), device=q.device, dtype=q.dtype)
+        w = (
+            torch.empty((bs, h, sq, sk), device=q.device, dtype=q.dtype)
+            if return_weights
+            else out.new_empty(0)
+        )
+        bsq, bsk = _block(sq), _block(sk)
+        _attn_fwd_kernel[(bs * h,)](
+            qc, kc, vc, mview if mview is not None else qc, out, w if return_weights else out,
+            h, sq, sk, d, dv, scale, *mstrides,
+            MASK_MODE=mode, STORE_W=return_weights,
+            BLOCK_SQ=bsq, BLOCK_SK=bsk, BLOCK_D=_block(d), BLOCK_DV=_block(dv),
+            num_warps=_warps(bsq, bsk),
+        )  # fmt: skip
+        ctx.save_for_backward(qc, kc, vc, mask)
+        ctx.scale = scale
+        ctx.return_weights = return_weights
+        if not return_weights:
+            ctx.mark_non_differentiable(w)
+        return out, w
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, dout: torch.Tensor | None, dw: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, ...]:
+        qc, kc, vc, mask = ctx.saved_tensors
+        bs, h, sq, d = qc.shape
+        sk, dv = kc.shape[2], vc.shape[3]
+        mode, mview, mstrides = _mask_args(mask, (bs, h, sq, sk), qc.device)
+        need_mask_grad = mask is not None and ctx.needs_input_grad[3]
+        dout = torch.zeros((bs, h, sq, dv), device=qc.device) if dout is None else dout
+        dout = dout.contiguous()
+        has_dw = ctx.return_weights and dw is not None
+        dwc = dw.contiguous() if has_dw else dout
+        dq, dk, dvv = torch.empty_like(qc), torch.empty_like(kc), torch.empty_like(vc)
+        ds = (
+            torch.empty((bs, h, sq, sk), device=qc.device, dtype=torch.float32)
+            if need_mask_grad
+            else dq
+        )
+        bsq, bsk = _block(sq), _block(sk)
+        _attn_bwd_kernel[(bs * h,)](
+            qc, kc, vc, mview if mview is not None else qc, dout, dwc,
+            dq, dk, dvv, ds,
+            h, sq, sk, d, dv, ctx.scale, *mstrides,
+            MASK_MODE=mode, HAS_DW=has_dw, STORE_DS=need_mask_grad,
+            BLOCK_SQ=bsq, BLOCK_SK=bsk, BLOCK_D=_block(d), BLOCK_DV=_block(dv),
+            num_warps=_warps(bsq, bsk),
+        )  # fmt: skip
+        dmask = ds.sum_to_size(mask.shape).to(mask.dtype) if need_mask_grad else None
+        return dq, dk, dvv, dmask, None, None
+
+
+def _check_kernel_dtypes(**tensors: torch.Tensor | None) -> None:
+    for name, t in tensors.items():
+        if t is not None and t.dtype not in _KERNEL_DTYPES:
+            raise InvalidTypeError(
+                f"{name}: the Triton backend takes float16, bfloat16 or float32, got {t.dtype} "
+                "(use backend='reference' for float64)"
+            )
+
+
+def _resolve_scale(scale: float | None, d: int) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(d)
+    if not math.isfinite(float(scale)):
+        raise InvalidInputError(f"scale: expected a finite number, got {scale!r}")
+    return float(scale)
+
+
+def slot_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    return_weights: bool = False,
+    *,
+    scale: float | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Masked slot attention with the Triton kernels (see :func:`slot_attention`)."""
+    if not HAS_TRITON:
+        raise InvalidInputError("slot_attention_triton needs the triton package")
+    check_attention_inputs(q, k, v, mask)
+    _check_kernel_dtypes(q=q, k=k, v=v)
+    if mask is not None and mask.is_floating_point():
+        _check_kernel_dtypes(mask=mask)
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise InvalidTypeError(
+            f"k, v: expected the dtype of q ({q.dtype}), got {k.dtype}, {v.dtype}"
+        )
+    s = _resolve_scale(scale, q.shape[-1])
+    out, w = _SlotAttentionFn.apply(q, k, v, mask, s, bool(return_weights))
+    return (out, w) if return_weights else out
+
+
+def slot_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    return_weights: bool = False,
+    backend: str | None = None,
+    *,
+    scale: float | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Cross-attention over slots with a mask, for every (batch*time, head).
+
+    Args:
+        q: (B*, H, S_q, d); k: (B*, H, S_k, d); v: (B*, H, S_k, d_v).
+        mask: None, bool broadcastable to (B*, H, S_q, S_k) (True = attend), or a float additive
+            mask (0 / -inf / finite log-gates) broadcastable to the same shape; a float mask
+            that requires grad receives its gradient (both backends).
+        return_weights: also return the attention weights (B*, H, S_q, S_k); gradients flow
+            through them.
+        backend: None (auto: Triton for CUDA tensors when triton is importable), "triton" or
+            "reference"; ``S2SSM_KERNEL_BACKEND`` sets the default.
+        scale: score scale, default 1/sqrt(d).
+
+    Returns:
+        ``out`` (B*, H, S_q, d_v) in q's dtype, or ``(out, weights)``. Rows with every key
+        masked give zero output and zero weights.
+    """
+    check_attention_inputs(q, k, v, mask)
+    if resolve_backend(backend, q, k, v, mask) == "triton":
+        return slot_attention_triton(q, k, v, mask, return_weights, scale=scale)
+    return slot_attention_ref(
+        q, k, v, mask, return_weights, scale=_resolve_scale(scale, q.shape[-1])
+    )
