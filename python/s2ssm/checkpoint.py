@@ -1,0 +1,172 @@
+"""Checkpoints: weights + config as safetensors, trainer state (optimizer, λ, RNG) beside them.
+
+Layout of a run directory::
+
+    RUN/config.json                        the run's config
+    RUN/metrics.jsonl                      one JSON object per logged step
+    RUN/checkpoints/step_0000200/model.safetensors   weights; metadata: config, step
+    RUN/checkpoints/step_0000200/trainer.pt          optimizer state, λ schedule, RNG states
+    RUN/checkpoints/latest                 name of the newest complete checkpoint
+
+A checkpoint directory is written under a temporary name and renamed into place, and ``latest``
+is replaced atomically after it, so a crash leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from s2ssm.config import Config, config_from_json, config_to_json
+from s2ssm.errors import InvalidInputError
+
+__all__ = [
+    "FORMAT",
+    "CheckpointInfo",
+    "atomic_write_text",
+    "find_checkpoint",
+    "load_model",
+    "load_trainer_state",
+    "read_checkpoint",
+    "save_checkpoint",
+]
+
+FORMAT = "s2ssm-checkpoint-v1"
+MODEL_FILE = "model.safetensors"
+TRAINER_FILE = "trainer.pt"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A checkpoint on disk: its directory, step and config."""
+
+    path: Path
+    step: int
+    config: Config
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    config: Config,
+    trainer_state: dict[str, Any],
+    *,
+    keep: int = 2,
+) -> Path:
+    """Write checkpoint ``step`` of ``run_dir`` atomically, point ``latest`` at it, and keep
+    only the newest ``keep`` checkpoints. Returns the checkpoint directory."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:07d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        metadata = {"format": FORMAT, "config": config_to_json(config), "step": str(step)}
+        save_file(tensors, str(tmp / MODEL_FILE), metadata=metadata)
+        torch.save({"format": FORMAT, "step": step, **trainer_state}, tmp / TRAINER_FILE)
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(root / "latest", name + "\n")
+    older = sorted(p for p in root.glob("step_*") if p.is_dir() and p.name != name)
+    for stale in older[: max(0, len(older) - (keep - 1))]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(path: str | Path) -> Path | None:
+    """The checkpoint directory meant by ``path``: a run directory (its latest checkpoint), a
+    ``checkpoints`` directory, a checkpoint directory or its ``model.safetensors``. ``None`` if
+    a run directory has no checkpoint yet; :class:`InvalidInputError` if nothing matches."""
+    p = Path(path)
+    if p.is_file() and p.name == MODEL_FILE:
+        return p.parent
+    if (p / MODEL_FILE).is_file():
+        return p
+    for root in (p / "checkpoints", p):
+        latest = root / "latest"
+        if latest.is_file():
+            target = root / latest.read_text(encoding="utf-8").strip()
+            if (target / MODEL_FILE).is_file():
+                return target
+            raise InvalidInputError(f"{latest} points at {target}, which has no {MODEL_FILE}")
+    if p.is_dir():
+        return None
+    raise InvalidInputError(f"checkpoint {str(p)!r} does not exist")
+
+
+def read_checkpoint(path: str | Path) -> tuple[CheckpointInfo, dict[str, torch.Tensor]]:
+    """The info and the weights of a checkpoint (see :func:`find_checkpoint` for ``path``)."""
+    found = find_checkpoint(path)
+    if found is None:
+        raise InvalidInputError(f"no checkpoint in {str(path)!r}")
+    tensors: dict[str, torch.Tensor] = {}
+    with safe_open(str(found / MODEL_FILE), framework="pt") as handle:
+        meta = handle.metadata() or {}
+        if meta.get("format") != FORMAT:
+            raise InvalidInputError(
+                f"{found / MODEL_FILE} is not an s2ssm checkpoint (format {meta.get('format')!r})"
+            )
+        for key in handle.keys():
+            tensors[key] = handle.get_tensor(key)
+    info = CheckpointInfo(found, int(meta["step"]), config_from_json(meta["config"]))
+    return info, tensors
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Any, CheckpointInfo]:
+    """An :class:`s2ssm.model.S2SSM` in eval mode with the checkpoint's weights and config
+    (a codebook that grew after training, see ``fit_env_code``, is grown to match)."""
+    from s2ssm.model import S2SSM
+
+    info, tensors = read_checkpoint(path)
+    model = S2SSM(info.config)
+    key = "dynamics.env_slot.codebook.weight"
+    rows = tensors[key].shape[0] if key in tensors else None
+    if rows is not None and rows != model.dynamics.env_slot.codebook.num_embeddings:
+        model.dynamics.env_slot.codebook = torch.nn.Embedding(rows, tensors[key].shape[1])
+    model.load_state_dict(tensors)
+    model.to(device)
+    model.eval()
+    return model, info
+
+
+def load_trainer_state(checkpoint_dir: Path) -> dict[str, Any]:
+    """The trainer state saved beside a checkpoint's weights (loaded with ``weights_only``)."""
+    state: dict[str, Any] = torch.load(
+        checkpoint_dir / TRAINER_FILE, map_location="cpu", weights_only=True
+    )
+    if state.get("format") != FORMAT:
+        raise InvalidInputError(f"{checkpoint_dir / TRAINER_FILE} is not an s2ssm trainer state")
+    return state
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Pretty JSON, atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,399 @@
+"""Experiment configuration: nested frozen dataclasses loaded from TOML, overridable by ``--set``.
+
+A config file is a TOML document whose tables mirror :class:`Config` (``[run]``, ``[data]``,
+``[vae]``, ``[model]``, ``[sparsity]``, ``[optim]``, ``[eval]``); every key is optional and
+unknown keys are an error. ``--set model.num_layers=3`` parses the value as a TOML literal (so
+``3``, ``1e-3``, ``true``, ``["neutral", "no_walls"]`` work) and falls back to a plain string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from s2ssm.errors import InvalidInputError, InvalidTypeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "SparsityConfig",
+    "VAEConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_from_json",
+    "config_to_dict",
+    "config_to_json",
+    "load_config",
+]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where a run writes, how it is seeded, and on which device it runs."""
+
+    out_dir: str = "runs/default"
+    seed: int = 0
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    deterministic: bool = False  # torch.use_deterministic_algorithms
+    amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
+    log_every: int = 10
+    checkpoint_every: int = 200
+    progress: bool = True  # tqdm bar (only when stderr is a terminal)
+    num_threads: int = 0  # torch intra-op threads and simulator threads, 0 = library default
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data: Interventional Pong sequences from :mod:`s2ssm.sim`."""
+
+    envs: tuple[str, ...] = ("neutral",)
+    train_sequences: int = 256  # per environment, split over DDP ranks
+    seq_len: int = 16
+    resolution: int = 32
+    mode: str = "fixed"  # "fixed": one dataset generated up front; "stream": fresh each step
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """The masked-object VAE that turns each object's masked frame into a slot."""
+
+    latent_dim: int = 32  # D, the slot size
+    channels: tuple[int, ...] = (32, 64, 64)  # one stride-2 conv per entry
+    beta: float = 1e-3  # KL weight
+    pretrain_steps: int = 500  # VAE-only steps before the dynamics are trained
+    lr: float = 1e-3
+    batch_size: int = 128  # object images per pre-training step
+    freeze: bool = True  # frozen after pre-training (SPARTAN) or fine-tuned with the dynamics
+    recon_weight: float = 0.0  # pixel-reconstruction weight during the dynamics phase
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The slot dynamics model (S2-SSM or its Transformer twin)."""
+
+    kind: str = "ssm"  # "ssm" (Mamba over time) or "transformer" (causal self-attention)
+    num_objects: int = 4  # K
+    d_model: int = 64
+    num_layers: int = 2  # L SlotSSM blocks
+    num_heads: int = 1  # heads of the slot cross-attention (and the temporal attention)
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    mlp_ratio: int = 2
+    max_len: int = 256  # positional table of the Transformer baseline
+    num_env_codes: int = 11  # rows of the environment codebook
+    use_interventions: bool = False  # feed the simulator's intervention indicators as tokens
+    num_interventions: int = 5
+    gate: str = "straight_through"  # "straight_through" Gumbel-sigmoid or "relaxed" (concrete)
+    gate_temperature: float = 0.5
+    gate_init_bias: float = 3.0  # initial gate logit: edges start open (p = sigmoid(3) = 0.95)
+    edge_threshold: float = 0.5  # gate probability above which an edge exists at evaluation
+    backend: str = ""  # kernels: "" (automatic), "reference" or "triton"
+
+
+@dataclass(frozen=True)
+class SparsityConfig:
+    """The path-count penalty and its dual (Lagrangian) schedule; see ``LambdaSchedule``."""
+
+    enabled: bool = True  # False: lambda = 0 throughout (the dense SSM baseline)
+    lambda_init: float = 1e-3
+    lambda_min: float = 1e-6
+    lambda_max: float = 1.0
+    target: float = 3e-4  # tau, the prediction error the dual step aims at
+    growth: float = 1.02  # lambda *= growth while the (smoothed) error is below tau
+    shrink: float = 0.95  # lambda *= shrink while it is at or above tau
+    ema: float = 0.9  # smoothing of the error fed to the rule (0 = raw batch error)
+    warmup_steps: int = 200  # dynamics steps with lambda held at lambda_init
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW and the number of dynamics steps."""
+
+    steps: int = 2000  # dynamics steps (the VAE pre-training steps come on top)
+    batch_size: int = 32  # sequences per step and rank
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    warmup_steps: int = 100  # linear learning-rate warm-up of the dynamics
+    min_lr_ratio: float = 0.1  # cosine decay to lr * min_lr_ratio at the last step
+    grad_clip: float = 1.0  # gradient-norm clip of the dynamics phase, 0 = no clipping
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``s2ssm eval`` measures."""
+
+    envs: tuple[str, ...] = ("neutral",)
+    sequences: int = 64
+    seq_len: int = 16
+    seed: int = 1_000_003
+    batch_size: int = 32
+    context: int = 4  # observed steps before a multi-step rollout
+    horizon: int = 8  # predicted steps of the rollout
+    global_min_fraction: float = 0.01  # share of local graphs an edge needs to be global
+    fit_code_steps: int = 100  # steps to fit a new environment code (unseen environments)
+    fit_code_lr: float = 1e-2
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+_CHOICES = {
+    ("data", "mode"): ("fixed", "stream"),
+    ("model", "kind"): ("ssm", "transformer"),
+    ("model", "gate"): ("straight_through", "relaxed"),
+    ("model", "backend"): ("", "reference", "triton"),
+}
+_POSITIVE = {
+    ("data", "train_sequences"),
+    ("data", "seq_len"),
+    ("data", "resolution"),
+    ("vae", "latent_dim"),
+    ("vae", "batch_size"),
+    ("model", "num_objects"),
+    ("model", "d_model"),
+    ("model", "num_layers"),
+    ("model", "num_heads"),
+    ("model", "d_state"),
+    ("model", "d_conv"),
+    ("model", "expand"),
+    ("model", "mlp_ratio"),
+    ("model", "max_len"),
+    ("model", "num_env_codes"),
+    ("model", "num_interventions"),
+    ("model", "gate_temperature"),
+    ("optim", "batch_size"),
+    ("optim", "lr"),
+    ("run", "log_every"),
+    ("run", "checkpoint_every"),
+    ("sparsity", "target"),
+    ("sparsity", "lambda_min"),
+    ("eval", "sequences"),
+    ("eval", "batch_size"),
+    ("eval", "context"),
+    ("eval", "horizon"),
+}
+
+
+def validate(config: Config) -> None:
+    """Raise :class:`InvalidInputError` naming the first field with an impossible value."""
+    for (section, name), choices in _CHOICES.items():
+        value = getattr(getattr(config, section), name)
+        if value not in choices:
+            raise InvalidInputError(f"{section}.{name} must be one of {choices}, got {value!r}")
+    for section, name in _POSITIVE:
+        value = getattr(getattr(config, section), name)
+        if not value > 0:
+            raise InvalidInputError(f"{section}.{name} must be positive, got {value!r}")
+    data, vae, model, sp = config.data, config.vae, config.model, config.sparsity
+    if data.seq_len < 2:
+        raise InvalidInputError(f"data.seq_len must be at least 2, got {data.seq_len}")
+    if not data.envs:
+        raise InvalidInputError("data.envs must name at least one environment")
+    if data.resolution % (2 ** len(vae.channels)) != 0 or not vae.channels:
+        raise InvalidInputError(
+            f"data.resolution ({data.resolution}) must be divisible by 2**len(vae.channels) "
+            f"= {2 ** len(vae.channels)} (and vae.channels must not be empty)"
+        )
+    if model.d_model % model.num_heads != 0:
+        raise InvalidInputError(
+            f"model.d_model ({model.d_model}) must be divisible by model.num_heads "
+            f"({model.num_heads})"
+        )
+    if not 0.0 < model.edge_threshold < 1.0:
+        raise InvalidInputError(
+            f"model.edge_threshold must be in (0, 1), got {model.edge_threshold}"
+        )
+    if not (sp.lambda_min <= sp.lambda_init <= sp.lambda_max):
+        raise InvalidInputError(
+            "sparsity.lambda_min <= sparsity.lambda_init <= sparsity.lambda_max must hold, got "
+            f"{sp.lambda_min}, {sp.lambda_init}, {sp.lambda_max}"
+        )
+    if not (sp.growth >= 1.0 and 0.0 < sp.shrink <= 1.0):
+        raise InvalidInputError(
+            f"sparsity.growth must be >= 1 and sparsity.shrink in (0, 1], got {sp.growth}, "
+            f"{sp.shrink}"
+        )
+    if not 0.0 <= sp.ema < 1.0:
+        raise InvalidInputError(f"sparsity.ema must be in [0, 1), got {sp.ema}")
+    for section, name in (
+        ("vae", "pretrain_steps"),
+        ("optim", "steps"),
+        ("optim", "warmup_steps"),
+        ("sparsity", "warmup_steps"),
+        ("run", "num_threads"),
+        ("eval", "fit_code_steps"),
+    ):
+        value = getattr(getattr(config, section), name)
+        if value < 0:
+            raise InvalidInputError(f"{section}.{name} must be >= 0, got {value}")
+    if config.eval.context + config.eval.horizon > config.eval.seq_len:
+        raise InvalidInputError(
+            f"eval.context + eval.horizon ({config.eval.context} + {config.eval.horizon}) must "
+            f"not exceed eval.seq_len ({config.eval.seq_len})"
+        )
+
+
+T = TypeVar("T")
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a field annotation (str, int, float, bool, tuple[X, ...])."""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(annotation)
+        if isinstance(value, str) or not isinstance(value, Iterable):
+            raise InvalidTypeError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(item, item_type, f"{where}[]") for item in value)
+    if origin in (typing.Union, types.UnionType):
+        raise InvalidTypeError(f"{where}: unsupported annotation {annotation}")
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise InvalidTypeError(f"{where} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidTypeError(f"{where} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidTypeError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise InvalidTypeError(f"{where} must be a string, got {value!r}")
+        return value
+    raise InvalidTypeError(f"{where}: unsupported annotation {annotation}")
+
+
+def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+    if not isinstance(data, Mapping):
+        raise InvalidTypeError(f"{where or 'config'} must be a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
+            f"known: {', '.join(sorted(names))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{where}{name}.")  # type: ignore[arg-type]
+        else:
+            kwargs[name] = _coerce(value, hint, f"{where}{name}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """A :class:`Config` from nested mappings; missing keys keep their defaults."""
+    return _build(Config, data, "")
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Nested plain dicts (tuples become lists), the inverse of :func:`config_from_dict`."""
+
+    def convert(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj):
+            return {f.name: convert(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, tuple):
+            return [convert(x) for x in obj]
+        return obj
+
+    return convert(config)  # type: ignore[no-any-return]
+
+
+def config_to_json(config: Config) -> str:
+    """Canonical JSON text of a config (sorted keys), stored in checkpoints."""
+    return json.dumps(config_to_dict(config), sort_keys=True)
+
+
+def config_from_json(text: str) -> Config:
+    """Inverse of :func:`config_to_json`."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidInputError(f"config JSON is not valid: {error}") from None
+    return config_from_dict(data)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _nested_set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise InvalidInputError(
+            f"--set key must look like section.name (e.g. model.num_layers), got {dotted!r}"
+        )
+    section, name = parts
+    table = data.setdefault(section, {})
+    if not isinstance(table, dict):
+        raise InvalidInputError(f"--set {dotted}: {section} is not a table")
+    table[name] = value
+
+
+def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
+    """``config`` with each ``section.name=value`` of ``overrides`` applied, checked again."""
+    data = config_to_dict(config)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise InvalidInputError(f"--set expects key=value, got {item!r}")
+        _nested_set(data, key.strip(), _parse_value(raw.strip()))
+    return config_from_dict(data)
+
+
+def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Config:
+    """Read a TOML config (``None``: the defaults) and apply ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            with path.open("rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise InvalidInputError(f"config file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as error:
+            raise InvalidInputError(
+                f"config file {str(path)!r} is not valid TOML: {error}"
+            ) from None
+    return apply_overrides(config_from_dict(data), overrides)

@@ -1,0 +1,637 @@
+"""S2-SSM: a local causal world model from slot state space models and gated attention.
+
+After Petri, Asprino and Gangemi, "Learning Local Causal World Models with State Space Models and
+Attention" (arXiv 2505.02074). Read top to bottom:
+
+1. **Object encoding.** Each object's masked frame (frame x its ground-truth mask) goes through a
+   small convolutional VAE (:class:`ObjectVAE`) to a D-dimensional slot; the decoder reconstructs
+   each object's masked image and :func:`compose_frame` sums them into a frame.
+2. **Environment slot.** A learned codebook (:class:`EnvironmentSlot`) gives one extra slot per
+   sequence from its environment id, optionally plus a projection of the simulator's intervention
+   indicators; :func:`fit_env_code` fits a new code for an unseen environment.
+3. **Edge gates.** :class:`EdgeGate` scores every (child object, parent slot) pair from the slots
+   at that time step; :func:`sample_edges` turns the scores into binary edges.
+4. **SlotSSM blocks.** :class:`SlotSSMBlock` = a Mamba layer over time, shared by the slots and
+   run on each slot's sequence independently (free evolution), then masked cross-attention from
+   the object slots to the object slots + environment slot at each time step (interactions), the
+   mask being the sampled edges, then an MLP. ``kind = "transformer"`` swaps the Mamba layer for
+   causal self-attention over time (the SPARTAN-style baseline).
+5. **Causal graph.** Per layer i the gates give an adjacency A_i (child x parent); the local
+   causal graph of a step is Ā = (A_L + I) ... (A_1 + I) (:func:`path_count_matrix`), an edge
+   wherever Ā - I is positive.
+6. **World model.** :class:`SlotDynamics` predicts every object's next slot; :class:`S2SSM` holds
+   the VAE and the dynamics.
+7. **Loss.** Next-slot MSE + λ x (path count |Ā| minus the self paths), :func:`dynamics_loss`,
+   with λ from the dual schedule :class:`LambdaSchedule`. The dense SSM baseline is λ = 0.
+
+Gate choice (documented, as the issue asks): edges are sampled in training with a
+**straight-through Gumbel-sigmoid** (binary concrete): ``y = (z + logistic noise) / temperature``,
+the forward pass uses the hard edge ``y > 0`` (so training sees the same binary graphs as
+evaluation and a closed edge passes exactly nothing), the backward pass uses the gradient of the
+relaxed log-gate ``log sigmoid(y)``, fed to the attention as an additive mask. The attention
+weights become ``softmax(score + log g)``, i.e. proportional to ``g x exp(score)``: a
+multiplicative gate renormalised over the open edges. Closed edges get no gradient from the
+prediction loss in that sample, but the noise keeps re-opening them with probability
+``sigmoid(z)``, which is what lets a useful edge come back. ``gate = "relaxed"`` uses the
+relaxed gate in the forward pass too (smoother, but training then sees fractional edges that
+evaluation cuts). At evaluation an edge exists where ``sigmoid(z) > edge_threshold``. The sparsity
+penalty uses the gate *probabilities* ``sigmoid(z)`` (the expected adjacency) rather than the
+samples: same optimum, far less variance.
+
+The self edge of an object is not gated: the attention may always read the object's own slot,
+and the ``+ I`` of the path product accounts for it, so A_i has a zero diagonal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s2ssm.config import Config, ModelConfig, SparsityConfig, VAEConfig
+from s2ssm.errors import InvalidInputError, InvalidTypeError
+
+__all__ = [
+    "NEG_MASK",
+    "S2SSM",
+    "DynamicsOutput",
+    "EdgeGate",
+    "EnvironmentSlot",
+    "LambdaSchedule",
+    "ObjectVAE",
+    "SlotDynamics",
+    "SlotSSMBlock",
+    "adjacency_layers",
+    "compose_frame",
+    "dynamics_loss",
+    "fit_env_code",
+    "local_graph_from_edges",
+    "object_images",
+    "path_count_matrix",
+    "path_penalty",
+    "rollout",
+    "sample_edges",
+]
+
+# Additive mask value of a closed edge: exp(-1e4) is exactly 0 in every float type we use, and a
+# finite value keeps every kernel free of inf - inf.
+NEG_MASK = -1.0e4
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Object encoding
+# --------------------------------------------------------------------------------------------
+
+
+def object_images(frames: Tensor, masks: Tensor, num_objects: int) -> Tensor:
+    """Masked object images in [0, 1]: (..., H, W, 3) uint8 frames and (..., H, W) uint8 bit masks
+    (bit k = object k) give (..., K, 3, H, W) float32, object k's pixels and zeros elsewhere."""
+    if frames.dtype != torch.uint8 or masks.dtype != torch.uint8:
+        raise InvalidTypeError(
+            f"frames and masks must be uint8, got {frames.dtype} and {masks.dtype}"
+        )
+    if frames.shape[:-1] != masks.shape or frames.shape[-1] != 3:
+        raise InvalidInputError(
+            f"frames must be (..., H, W, 3) and masks (..., H, W) with the same leading shape, "
+            f"got {tuple(frames.shape)} and {tuple(masks.shape)}"
+        )
+    image = frames.movedim(-1, -3).float().div(255.0)  # (..., 3, H, W)
+    bits = torch.arange(num_objects, device=masks.device, dtype=torch.uint8)
+    obj = (masks.unsqueeze(-3) >> bits.view(-1, 1, 1)) & 1  # (..., K, H, W)
+    return image.unsqueeze(-4) * obj.unsqueeze(-3).float()
+
+
+def compose_frame(object_recons: Tensor) -> Tensor:
+    """A frame from per-object images: (..., K, 3, H, W) -> (..., 3, H, W), summed and clipped."""
+    return object_recons.sum(dim=-4).clamp(0.0, 1.0)
+
+
+class ObjectVAE(nn.Module):
+    """Convolutional VAE of one object's masked image (3 x H x W in [0, 1]) to a D-dim slot."""
+
+    def __init__(self, cfg: VAEConfig, resolution: int) -> None:
+        super().__init__()
+        self.latent_dim = cfg.latent_dim
+        self.beta = cfg.beta
+        chans = (3, *cfg.channels)
+        self.side = resolution // 2 ** len(cfg.channels)
+        enc: list[nn.Module] = []
+        for c_in, c_out in itertools.pairwise(chans):
+            enc += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.SiLU()]
+        self.encoder = nn.Sequential(*enc, nn.Flatten())
+        flat = chans[-1] * self.side * self.side
+        self.to_stats = nn.Linear(flat, 2 * cfg.latent_dim)
+        self.from_latent = nn.Linear(cfg.latent_dim, flat)
+        dec: list[nn.Module] = []
+        rev = chans[::-1]
+        for i, (c_in, c_out) in enumerate(itertools.pairwise(rev)):
+            dec.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
+            if i < len(rev) - 2:
+                dec.append(nn.SiLU())
+        self.decoder = nn.Sequential(*dec)
+        self.channels_last = chans[-1]
+
+    def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """(..., 3, H, W) -> posterior mean and log-variance, each (..., D)."""
+        lead = images.shape[:-3]
+        stats = self.to_stats(self.encoder(images.reshape(-1, *images.shape[-3:])))
+        mu, logvar = stats.chunk(2, dim=-1)
+        return mu.reshape(*lead, -1), logvar.clamp(-10.0, 10.0).reshape(*lead, -1)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """(..., D) -> reconstructed masked images (..., 3, H, W) in [0, 1]."""
+        lead = z.shape[:-1]
+        h = F.silu(self.from_latent(z.reshape(-1, z.shape[-1])))
+        h = h.view(-1, self.channels_last, self.side, self.side)
+        out = torch.sigmoid(self.decoder(h))
+        return out.reshape(*lead, *out.shape[-3:])
+
+    def loss(self, images: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Negative ELBO per image: summed squared pixel error + beta x KL (reparameterised)."""
+        mu, logvar = self.encode(images)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        recon = self.decode(z)
+        rec = (recon - images).pow(2).flatten(-3).sum(-1).mean()
+        kl = (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).sum(-1).mean()
+        total = rec + self.beta * kl
+        return total, {"vae_recon": float(rec.detach()), "vae_kl": float(kl.detach())}
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Environment slot
+# --------------------------------------------------------------------------------------------
+
+
+class EnvironmentSlot(nn.Module):
+    """The extra slot of a sequence: a codebook row (its environment) + intervention tokens.
+
+    Intervention indicators enter as exogenous inputs: the token at position t carries the
+    indicators of the transition t -> t + 1 (``interventions[:, t + 1]``), the one the position
+    predicts; the last position, which predicts nothing, gets none.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.codebook = nn.Embedding(cfg.num_env_codes, cfg.d_model)
+        nn.init.normal_(self.codebook.weight, std=0.5)
+        self.interventions = (
+            nn.Linear(cfg.num_interventions, cfg.d_model, bias=False)
+            if cfg.use_interventions
+            else None
+        )
+        self.num_interventions = cfg.num_interventions
+
+    def forward(
+        self,
+        env_ids: Tensor | None,
+        batch: int,
+        length: int,
+        interventions: Tensor | None = None,
+        env_code: Tensor | None = None,
+    ) -> Tensor:
+        """(B, T, d_model) environment tokens. ``env_code`` (B or 1, d_model) overrides the
+        codebook (used to fit a code for a new environment)."""
+        if env_code is not None:
+            code = env_code.expand(batch, -1)
+        else:
+            if env_ids is None:
+                raise InvalidInputError("env_ids is required when env_code is not given")
+            if env_ids.shape != (batch,):
+                raise InvalidInputError(f"env_ids must be ({batch},), got {tuple(env_ids.shape)}")
+            if int(env_ids.min()) < 0 or int(env_ids.max()) >= self.codebook.num_embeddings:
+                raise InvalidInputError(
+                    f"env_ids must be in [0, {self.codebook.num_embeddings}), got "
+                    f"{env_ids.min().item()}..{env_ids.max().item()}"
+                )
+            code = self.codebook(env_ids)
+        tokens = code.unsqueeze(1).expand(batch, length, -1)
+        if self.interventions is not None:
+            if interventions is None:
+                raise InvalidInputError("model.use_interventions is set: pass interventions")
+            if interventions.shape != (batch, length, self.num_interventions):
+                raise InvalidInputError(
+                    f"interventions must be ({batch}, {length}, {self.num_interventions}), got "
+                    f"{tuple(interventions.shape)}"
+                )
+            nxt = torch.zeros_like(interventions, dtype=tokens.dtype)
+            nxt[:, :-1] = interventions[:, 1:].to(tokens.dtype)
+            tokens = tokens + self.interventions(nxt)
+        return tokens
+
+    @torch.no_grad()
+    def extend_codebook(self, code: Tensor) -> int:
+        """Append ``code`` (d_model,) as a new codebook row; returns its id."""
+        old = self.codebook.weight
+        if code.shape != (old.shape[1],):
+            raise InvalidInputError(f"code must be ({old.shape[1]},), got {tuple(code.shape)}")
+        new = nn.Embedding(old.shape[0] + 1, old.shape[1], device=old.device, dtype=old.dtype)
+        new.weight.copy_(torch.cat([old, code.to(old).unsqueeze(0)]))
+        self.codebook = new
+        return old.shape[0]
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Edge gates
+# --------------------------------------------------------------------------------------------
+
+
+class EdgeGate(nn.Module):
+    """Gate logits z[i, j] = <Wq x_i, Wk y_j> / sqrt(d) + b[i, j] for child object i and parent
+    slot j (objects, then the environment): state dependent, so graphs are local."""
+
+    def __init__(self, d_model: int, num_children: int, num_parents: int, init_bias: float):
+        super().__init__()
+        self.query = nn.Linear(d_model, d_model, bias=False)
+        self.key = nn.Linear(d_model, d_model, bias=False)
+        nn.init.normal_(self.query.weight, std=0.02)
+        nn.init.normal_(self.key.weight, std=0.02)
+        self.bias = nn.Parameter(torch.full((num_children, num_parents), float(init_bias)))
+        self.scale = 1.0 / math.sqrt(d_model)
+
+    def forward(self, children: Tensor, parents: Tensor) -> Tensor:
+        """(B*, K, d) and (B*, K + 1, d) -> logits (B*, K, K + 1) in float32."""
+        q = self.query(children).float()
+        k = self.key(parents).float()
+        return q @ k.transpose(-1, -2) * self.scale + self.bias
+
+
+def sample_edges(
+    logits: Tensor, *, mode: str, temperature: float, training: bool, threshold: float
+) -> tuple[Tensor, Tensor]:
+    """Edges from gate logits: returns (additive log-mask, binary edges), both shaped as logits.
+
+    Training, ``mode="straight_through"``: ``y = (z + log u - log(1 - u)) / temperature`` with
+    ``u ~ U(0, 1)``; edges = ``y > 0``; mask = ``0`` on edges and ``NEG_MASK`` elsewhere in the
+    forward pass, with the gradient of ``log sigmoid(y)``. ``mode="relaxed"``: mask =
+    ``log sigmoid(y)``. Evaluation (``training=False``): edges = ``sigmoid(z) > threshold``,
+    deterministic, mask as in the straight-through forward pass.
+    """
+    if mode not in ("straight_through", "relaxed"):
+        raise InvalidInputError(f"mode must be 'straight_through' or 'relaxed', got {mode!r}")
+    if not training:
+        edges = torch.sigmoid(logits) > threshold
+        mask = torch.where(edges, 0.0, NEG_MASK).to(logits.dtype)
+        return mask, edges
+    u = torch.rand_like(logits).clamp(1e-6, 1.0 - 1e-6)
+    y = (logits + torch.log(u) - torch.log1p(-u)) / temperature
+    edges = y > 0
+    soft = F.logsigmoid(y)
+    if mode == "relaxed":
+        return soft, edges
+    hard = torch.where(edges, 0.0, NEG_MASK).to(logits.dtype)
+    return hard + (soft - soft.detach()), edges
+
+
+# --------------------------------------------------------------------------------------------
+# 4. SlotSSM blocks
+# --------------------------------------------------------------------------------------------
+
+
+class CausalTimeAttention(nn.Module):
+    """Causal self-attention over time with learned positions (the Transformer baseline's
+    replacement for the Mamba layer): (batch, length, d) -> same shape."""
+
+    def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.position = nn.Parameter(torch.zeros(max_len, d_model))
+        nn.init.normal_(self.position, std=0.02)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        if t > self.position.shape[0]:
+            raise InvalidInputError(
+                f"sequence length {t} exceeds model.max_len {self.position.shape[0]}"
+            )
+        q, k, v = self.qkv(x + self.position[:t]).chunk(3, dim=-1)
+        heads = [
+            z.view(b, t, self.num_heads, d // self.num_heads).transpose(1, 2) for z in (q, k, v)
+        ]
+        y = F.scaled_dot_product_attention(*heads, is_causal=True)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+def _kernel_modules():  # type: ignore[no-untyped-def]
+    from s2ssm import nn as s2nn
+
+    return s2nn
+
+
+class SlotSSMBlock(nn.Module):
+    """Temporal layer per slot, then gated cross-attention across slots, then an MLP (pre-norm,
+    residual). Input (B, T, K, d) object slots and (B, T, d) environment tokens."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        s2nn = _kernel_modules()
+        d, k = cfg.d_model, cfg.num_objects
+        backend = cfg.backend or None
+        self.norm_time = nn.LayerNorm(d)
+        self.temporal: nn.Module
+        if cfg.kind == "ssm":
+            self.temporal = s2nn.Mamba(
+                d, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, backend=backend
+            )
+        else:
+            self.temporal = CausalTimeAttention(d, cfg.num_heads, cfg.max_len)
+        self.norm_query = nn.LayerNorm(d)
+        self.norm_key = nn.LayerNorm(d)
+        self.gate = EdgeGate(d, k, k + 1, cfg.gate_init_bias)
+        self.attention = s2nn.SlotAttention(d, num_heads=cfg.num_heads, backend=backend)
+        self.norm_mlp = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(
+            nn.Linear(d, cfg.mlp_ratio * d), nn.GELU(), nn.Linear(cfg.mlp_ratio * d, d)
+        )
+        self.gate_mode = cfg.gate
+        self.temperature = cfg.gate_temperature
+        self.threshold = cfg.edge_threshold
+        self.register_buffer("self_edges", torch.eye(k, k + 1, dtype=torch.bool), persistent=False)
+
+    def forward(self, x: Tensor, env: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Returns (new slots, gate logits (B, T, K, K + 1), edges (B, T, K, K + 1) bool);
+        the diagonal (self) entries of logits and edges are meaningless and zeroed later."""
+        b, t, k, d = x.shape
+        # Free evolution: every slot's sequence through the same temporal layer, independently.
+        seq = x.transpose(1, 2).reshape(b * k, t, d)
+        seq = seq + self.temporal(self.norm_time(seq))
+        x = seq.view(b, k, t, d).transpose(1, 2)
+        # Interactions: at each step, object slots attend to object slots + the environment slot.
+        children = self.norm_query(x).reshape(b * t, k, d)
+        parents = self.norm_key(torch.cat([x, env.unsqueeze(2)], dim=2)).reshape(b * t, k + 1, d)
+        logits = self.gate(children, parents)
+        mask, edges = sample_edges(
+            logits,
+            mode=self.gate_mode,
+            temperature=self.temperature,
+            training=self.training,
+            threshold=self.threshold,
+        )
+        mask = mask.masked_fill(self.self_edges, 0.0)  # an object always reads its own slot
+        out, _ = self.attention(children, parents, mask=mask.to(children.dtype))
+        x = x + out.reshape(b, t, k, d)
+        x = x + self.mlp(self.norm_mlp(x))
+        return x, logits.view(b, t, k, k + 1), edges.view(b, t, k, k + 1)
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Causal graph
+# --------------------------------------------------------------------------------------------
+
+
+def adjacency_layers(per_layer: Tensor) -> Tensor:
+    """Square child x parent adjacencies from per-layer gates.
+
+    (..., L, K, K + 1) gate values (probabilities or 0/1 edges) -> (..., L, K + 1, K + 1): the
+    object-object diagonal is zeroed (self edges are the ``+ I``) and a zero row is added for the
+    environment slot, which no attention updates.
+    """
+    *lead, layers, k, n = per_layer.shape
+    if n != k + 1:
+        raise InvalidInputError(f"gates must be (..., L, K, K + 1), got {tuple(per_layer.shape)}")
+    diag = torch.eye(k, n, dtype=torch.bool, device=per_layer.device)
+    a = per_layer.masked_fill(diag, 0)
+    return torch.cat([a, a.new_zeros(*lead, layers, 1, n)], dim=-2)
+
+
+def path_count_matrix(layers: Tensor) -> Tensor:
+    """Ā = (A_L + I) @ ... @ (A_1 + I) for child x parent layers (..., L, N, N): Ā[i, j] counts
+    the paths from parent j (first layer's input) to child i (last layer's output), the trivial
+    path included. Differentiable; the layout of
+    ``s2ssm.graph.path_counts(layout="child_parent")``.
+    """
+    if layers.dim() < 3 or layers.shape[-1] != layers.shape[-2]:
+        raise InvalidInputError(f"layers must be (..., L, N, N), got {tuple(layers.shape)}")
+    n = layers.shape[-1]
+    eye = torch.eye(n, dtype=layers.dtype, device=layers.device)
+    total = eye.expand(*layers.shape[:-3], n, n)
+    for i in range(layers.shape[-3]):
+        total = (layers[..., i, :, :] + eye) @ total
+    return total
+
+
+def path_penalty(gate_probs: Tensor) -> Tensor:
+    """Mean over the leading dims of |Ā| minus the self paths, i.e. sum(Ā - I), from gate
+    probabilities (..., L, K, K + 1): the expected number of non-trivial causal paths."""
+    probs = gate_probs if gate_probs.dtype == torch.float64 else gate_probs.float()
+    counts = path_count_matrix(adjacency_layers(probs))
+    n = counts.shape[-1]
+    return (counts.sum(dim=(-2, -1)) - n).mean()
+
+
+def local_graph_from_edges(edges: Tensor) -> Tensor:
+    """Binary local graphs (..., K, K + 1) (child object at t + 1 x parent slot at t, last column
+    the environment) from per-layer binary edges (..., L, K, K + 1): (Ā - I) > 0."""
+    counts = path_count_matrix(adjacency_layers(edges.to(torch.float64)))
+    k = edges.shape[-2]
+    eye = torch.eye(counts.shape[-1], dtype=counts.dtype, device=counts.device)
+    return ((counts - eye) > 0)[..., :k, :]
+
+
+# --------------------------------------------------------------------------------------------
+# 6. World model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DynamicsOutput:
+    """What one pass of :class:`SlotDynamics` returns."""
+
+    pred: Tensor  # (B, T, K, D): predicted slot at t + 1 from everything up to t
+    gate_logits: Tensor  # (B, T, L, K, K + 1), float32
+    edges: Tensor  # (B, T, L, K, K + 1) bool: the edges this pass used (sampled or thresholded)
+
+    @property
+    def gate_probs(self) -> Tensor:
+        return torch.sigmoid(self.gate_logits)
+
+    def local_graphs(self) -> Tensor:
+        """(B, T, K, K + 1) bool: the learned local graph of each transition t -> t + 1."""
+        return local_graph_from_edges(self.edges)
+
+
+class SlotDynamics(nn.Module):
+    """The S2-SSM dynamics (or its Transformer twin): slots (B, T, K, D) -> next slots."""
+
+    def __init__(self, cfg: ModelConfig, latent_dim: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.latent_dim = latent_dim
+        self.embed = nn.Linear(latent_dim, cfg.d_model)
+        self.object_id = nn.Parameter(torch.randn(cfg.num_objects, cfg.d_model) * 0.02)
+        self.env_slot = EnvironmentSlot(cfg)
+        self.blocks = nn.ModuleList(SlotSSMBlock(cfg) for _ in range(cfg.num_layers))
+        self.norm_out = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, latent_dim)
+        nn.init.zeros_(self.head.weight)  # start from "nothing moves": pred = current slot
+        nn.init.zeros_(self.head.bias)
+
+    def forward(
+        self,
+        slots: Tensor,
+        env_ids: Tensor | None,
+        interventions: Tensor | None = None,
+        env_code: Tensor | None = None,
+    ) -> DynamicsOutput:
+        if slots.dim() != 4 or slots.shape[2:] != (self.cfg.num_objects, self.latent_dim):
+            raise InvalidInputError(
+                f"slots must be (B, T, {self.cfg.num_objects}, {self.latent_dim}), got "
+                f"{tuple(slots.shape)}"
+            )
+        b, t = slots.shape[:2]
+        x = self.embed(slots) + self.object_id
+        env = self.env_slot(env_ids, b, t, interventions, env_code).to(x.dtype)
+        logits, edges = [], []
+        for block in self.blocks:
+            x, z, e = block(x, env)
+            logits.append(z)
+            edges.append(e)
+        pred = slots + self.head(self.norm_out(x)).to(slots.dtype)
+        return DynamicsOutput(pred, torch.stack(logits, dim=2), torch.stack(edges, dim=2))
+
+
+class S2SSM(nn.Module):
+    """The whole world model: the object VAE and the slot dynamics."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.vae = ObjectVAE(config.vae, config.data.resolution)
+        self.dynamics = SlotDynamics(config.model, config.vae.latent_dim)
+
+    def encode_slots(self, frames: Tensor, masks: Tensor) -> Tensor:
+        """Slots (posterior means) from uint8 frames (B, T, H, W, 3) and masks (B, T, H, W)."""
+        return self.vae.encode(object_images(frames, masks, self.config.model.num_objects))[0]
+
+    def decode_frames(self, slots: Tensor) -> Tensor:
+        """(..., K, D) slots -> composed frames (..., 3, H, W) in [0, 1]."""
+        return compose_frame(self.vae.decode(slots))
+
+
+@torch.no_grad()
+def rollout(
+    dynamics: SlotDynamics,
+    context: Tensor,
+    horizon: int,
+    env_ids: Tensor | None,
+    interventions: Tensor | None = None,
+    env_code: Tensor | None = None,
+) -> Tensor:
+    """Autoregressive prediction: (B, C, K, D) observed slots -> (B, horizon, K, D) predicted
+    slots, each prediction fed back as the next input. ``interventions`` (B, C + horizon, I) if the
+    model uses them. Runs the whole prefix at each step (fine for the short horizons here)."""
+    seq = context
+    preds = []
+    for _ in range(horizon):
+        length = seq.shape[1]
+        inter = None if interventions is None else interventions[:, : length + 1]
+        if inter is not None and inter.shape[1] == length + 1:
+            # the last position predicts length -> length + 1; pass its indicators along
+            out = dynamics(torch.cat([seq, seq[:, -1:]], dim=1), env_ids, inter, env_code)
+            nxt = out.pred[:, length - 1]
+        else:
+            nxt = dynamics(seq, env_ids, inter, env_code).pred[:, -1]
+        preds.append(nxt)
+        seq = torch.cat([seq, nxt.unsqueeze(1)], dim=1)
+    return torch.stack(preds, dim=1)
+
+
+def fit_env_code(
+    dynamics: SlotDynamics,
+    slots: Tensor,
+    interventions: Tensor | None = None,
+    *,
+    steps: int = 100,
+    lr: float = 1e-2,
+) -> Tensor:
+    """Fit an environment code for sequences of an unseen environment: start from the codebook
+    mean and minimise the next-slot MSE over the code alone (everything else frozen, gates
+    deterministic). Returns the code (d_model,); ``dynamics.env_slot.extend_codebook`` adds it."""
+    was_training = dynamics.training
+    dynamics.eval()
+    code = dynamics.env_slot.codebook.weight.detach().mean(0).clone().requires_grad_(True)
+    opt = torch.optim.Adam([code], lr=lr)
+    for _ in range(steps):
+        out = dynamics(slots, None, interventions, env_code=code.unsqueeze(0))
+        loss = F.mse_loss(out.pred[:, :-1], slots[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    dynamics.zero_grad(set_to_none=True)
+    dynamics.train(was_training)
+    return code.detach()
+
+
+# --------------------------------------------------------------------------------------------
+# 7. Loss and the λ schedule
+# --------------------------------------------------------------------------------------------
+
+
+def dynamics_loss(
+    out: DynamicsOutput, slots: Tensor, lam: float
+) -> tuple[Tensor, dict[str, float]]:
+    """Next-slot MSE over the transitions 0..T-2 (targets detached) + lam x path penalty of the
+    same positions. Returns (loss, float metrics: mse, paths, loss, edges = mean open gates)."""
+    mse = F.mse_loss(out.pred[:, :-1].float(), slots[:, 1:].detach().float())
+    paths = path_penalty(out.gate_probs[:, :-1])
+    loss = mse + lam * paths if lam > 0 else mse
+    k = out.edges.shape[-2]
+    off_diag = ~torch.eye(k, k + 1, dtype=torch.bool, device=out.edges.device)
+    density = out.edges[..., off_diag].float().mean()
+    return loss, {
+        "mse": float(mse.detach()),
+        "paths": float(paths.detach()),
+        "loss": float(loss.detach()),
+        "edge_density": float(density),
+    }
+
+
+class LambdaSchedule:
+    """The dual step on λ, the weight of the path penalty.
+
+    With e_k the prediction MSE of dynamics step k, the smoothed error is
+    ``ē_k = e_0`` if k = 0 else ``ema x ē_{k-1} + (1 - ema) x e_k``, and after the step
+
+        λ_{k+1} = λ_k                              if k < warmup_steps
+        λ_{k+1} = min(λ_k x growth, lambda_max)     if ē_k < target   (prediction is good enough:
+                                                                       buy more sparsity)
+        λ_{k+1} = max(λ_k x shrink, lambda_min)     otherwise         (too sparse: back off)
+
+    with λ_0 = lambda_init; λ = 0 throughout when ``enabled`` is false (the dense baseline). This
+    is a multiplicative (log-space) ascent on the Lagrange multiplier of the constraint
+    "error <= target". All constants are fields of :class:`SparsityConfig`.
+    """
+
+    def __init__(self, cfg: SparsityConfig) -> None:
+        self.cfg = cfg
+        self.value = cfg.lambda_init if cfg.enabled else 0.0
+        self.smoothed: float | None = None
+        self.steps = 0
+
+    def update(self, error: float) -> float:
+        """Feed the MSE of the step just taken; returns the λ for the next step."""
+        cfg = self.cfg
+        self.smoothed = (
+            error if self.smoothed is None else cfg.ema * self.smoothed + (1 - cfg.ema) * error
+        )
+        if cfg.enabled and self.steps >= cfg.warmup_steps:
+            if self.smoothed < cfg.target:
+                self.value = min(self.value * cfg.growth, cfg.lambda_max)
+            else:
+                self.value = max(self.value * cfg.shrink, cfg.lambda_min)
+        self.steps += 1
+        return self.value
+
+    def state_dict(self) -> dict[str, float | int | None]:
+        return {"value": self.value, "smoothed": self.smoothed, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, float | int | None]) -> None:
+        self.value = float(state["value"])  # type: ignore[arg-type]
+        smoothed = state["smoothed"]
+        self.smoothed = None if smoothed is None else float(smoothed)
+        self.steps = int(state["steps"])  # type: ignore[arg-type]

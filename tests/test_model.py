@@ -1,0 +1,409 @@
+"""S2-SSM model: shapes, gradients, gates, path counting, λ schedule, loss."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from s2ssm import graph
+from s2ssm.config import Config, ModelConfig, SparsityConfig, VAEConfig, apply_overrides
+from s2ssm.errors import InvalidInputError, InvalidTypeError
+from s2ssm.model import (
+    NEG_MASK,
+    S2SSM,
+    LambdaSchedule,
+    ObjectVAE,
+    SlotDynamics,
+    adjacency_layers,
+    compose_frame,
+    dynamics_loss,
+    fit_env_code,
+    local_graph_from_edges,
+    object_images,
+    path_count_matrix,
+    path_penalty,
+    rollout,
+    sample_edges,
+)
+
+K, D = 4, 8
+
+
+def small_model_config(**overrides: object) -> ModelConfig:
+    base = {"d_model": 16, "num_layers": 2, "d_state": 4, "expand": 2, "num_heads": 2}
+    base.update(overrides)
+    return ModelConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+# -- object encoding ---------------------------------------------------------------------------
+
+
+def test_object_images_select_each_objects_pixels() -> None:
+    frames = torch.randint(1, 256, (2, 3, 8, 8, 3), dtype=torch.uint8)
+    masks = torch.randint(0, 16, (2, 3, 8, 8), dtype=torch.uint8)
+    images = object_images(frames, masks, K)
+    assert images.shape == (2, 3, K, 3, 8, 8)
+    assert images.dtype == torch.float32
+    for k in range(K):
+        inside = ((masks >> k) & 1).bool()
+        expected = frames.float().div(255).movedim(-1, -3) * inside.unsqueeze(-3)
+        torch.testing.assert_close(images[:, :, k], expected)
+
+
+def test_object_images_reject_bad_input() -> None:
+    frames = torch.zeros(2, 8, 8, 3, dtype=torch.uint8)
+    with pytest.raises(InvalidTypeError, match="uint8"):
+        object_images(frames.float(), torch.zeros(2, 8, 8, dtype=torch.uint8), K)
+    with pytest.raises(InvalidInputError, match="frames must be"):
+        object_images(frames, torch.zeros(2, 8, 7, dtype=torch.uint8), K)
+
+
+def test_vae_shapes_and_gradients() -> None:
+    vae = ObjectVAE(VAEConfig(latent_dim=D, channels=(4, 8)), resolution=16)
+    images = torch.rand(5, 3, 3, 16, 16)
+    mu, logvar = vae.encode(images)
+    assert mu.shape == logvar.shape == (5, 3, D)
+    assert vae.decode(mu).shape == (5, 3, 3, 16, 16)
+    assert compose_frame(vae.decode(mu)).shape == (5, 3, 16, 16)
+    loss, metrics = vae.loss(images.flatten(0, 1))
+    loss.backward()
+    assert set(metrics) == {"vae_recon", "vae_kl"}
+    for name, p in vae.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+# -- gates ---------------------------------------------------------------------------------------
+
+
+def test_eval_edges_are_thresholded_probabilities() -> None:
+    logits = torch.randn(3, K, K + 1) * 3
+    mask, edges = sample_edges(
+        logits, mode="straight_through", temperature=0.5, training=False, threshold=0.7
+    )
+    assert torch.equal(edges, torch.sigmoid(logits) > 0.7)
+    assert torch.equal(mask, torch.where(edges, 0.0, NEG_MASK))
+
+
+@pytest.mark.parametrize("temperature", [0.3, 1.0])
+def test_gumbel_sigmoid_edges_follow_the_gate_probability(temperature: float) -> None:
+    # P(z + logistic noise > 0) = sigmoid(z) whatever the temperature
+    logits = torch.tensor([-2.0, -0.5, 0.0, 1.0, 2.5]).repeat(20000, 1)
+    _, edges = sample_edges(
+        logits, mode="straight_through", temperature=temperature, training=True, threshold=0.5
+    )
+    freq = edges.float().mean(0)
+    torch.testing.assert_close(freq, torch.sigmoid(logits[0]), atol=0.015, rtol=0)
+
+
+def test_straight_through_forward_is_binary_and_backward_is_relaxed() -> None:
+    logits = torch.randn(64, K, K + 1, requires_grad=True)
+    mask, edges = sample_edges(
+        logits, mode="straight_through", temperature=0.5, training=True, threshold=0.5
+    )
+    assert torch.equal(mask.detach(), torch.where(edges, 0.0, NEG_MASK))
+    mask.sum().backward()
+    assert logits.grad is not None
+    assert (logits.grad > 0).all()  # d log sigmoid(y) / dz > 0 everywhere
+
+
+def test_relaxed_gate_is_log_sigmoid() -> None:
+    logits = torch.randn(16, K, K + 1)
+    torch.manual_seed(1)
+    mask, edges = sample_edges(
+        logits, mode="relaxed", temperature=0.5, training=True, threshold=0.5
+    )
+    assert (mask <= 0).all()
+    assert torch.equal(edges, mask > math.log(0.5))
+    with pytest.raises(InvalidInputError, match="mode"):
+        sample_edges(logits, mode="hard", temperature=1.0, training=True, threshold=0.5)
+
+
+# -- causal graph --------------------------------------------------------------------------------
+
+
+def brute_force_paths(layers: np.ndarray) -> np.ndarray:
+    """Count, by enumeration, the walks parent -> ... -> child through child x parent layers
+    where each step follows an edge of its layer or stays put."""
+    n_layers, n, _ = layers.shape
+    counts = np.zeros((n, n), dtype=np.int64)
+    for start in range(n):
+        for walk in itertools.product(range(n), repeat=n_layers):
+            node, ways = start, 1
+            for layer, nxt in zip(layers, walk, strict=True):
+                ways *= int(layer[nxt, node]) + (1 if nxt == node else 0)
+                node = nxt
+            counts[node, start] += ways
+    return counts
+
+
+def test_path_count_matrix_matches_enumeration() -> None:
+    rng = np.random.default_rng(0)
+    layers = rng.integers(0, 3, size=(3, 4, 4))
+    got = path_count_matrix(torch.from_numpy(layers).double()).numpy()
+    np.testing.assert_array_equal(got, brute_force_paths(layers))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    n_layers=st.integers(1, 4),
+    n=st.integers(1, 7),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_path_count_matrix_matches_rust_path_counts(
+    batch: int, n_layers: int, n: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    binary = rng.random((batch, n_layers, n, n)) < 0.4
+    ours = path_count_matrix(torch.from_numpy(binary).double()).numpy()
+    theirs = graph.path_counts(binary, layout="child_parent")
+    np.testing.assert_array_equal(ours, theirs.astype(np.float64))
+    weights = rng.random((batch, n_layers, n, n))
+    np.testing.assert_allclose(
+        path_count_matrix(torch.from_numpy(weights)).numpy(),
+        graph.path_counts(weights, layout="child_parent"),
+        rtol=1e-12,
+    )
+
+
+def test_adjacency_layers_drop_self_edges_and_add_an_environment_row() -> None:
+    gates = torch.rand(2, 3, K, K + 1)
+    square = adjacency_layers(gates)
+    assert square.shape == (2, 3, K + 1, K + 1)
+    assert (square[..., K, :] == 0).all()
+    assert (torch.diagonal(square, dim1=-2, dim2=-1) == 0).all()
+    off = ~torch.eye(K, K + 1, dtype=torch.bool)
+    torch.testing.assert_close(square[..., :K, :][..., off], gates[..., off])
+    with pytest.raises(InvalidInputError, match="K \\+ 1"):
+        adjacency_layers(torch.rand(2, 3, K, K))
+
+
+def test_local_graph_matches_rust_causal_graph() -> None:
+    edges = torch.rand(5, 6, 3, K, K + 1) < 0.3
+    ours = local_graph_from_edges(edges).numpy()
+    square = adjacency_layers(edges.to(torch.uint8)).numpy().reshape(30, 3, K + 1, K + 1)
+    theirs = graph.causal_graph(square, layout="child_parent")[:, :K, :].reshape(5, 6, K, K + 1)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_path_penalty_counts_non_trivial_paths_and_has_gradients() -> None:
+    zeros = torch.zeros(2, 3, K, K + 1)
+    assert path_penalty(zeros).item() == 0.0
+    one_edge = zeros.clone()
+    one_edge[..., 0, 1] = 1.0  # 1 -> 0 in every layer: 3 layers give 3 paths
+    assert path_penalty(one_edge).item() == pytest.approx(3.0)
+    probs = torch.rand(2, 2, K, K + 1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(path_penalty, (probs,))
+
+
+# -- dynamics ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["ssm", "transformer"])
+@pytest.mark.parametrize("use_interventions", [False, True])
+def test_dynamics_shapes_and_gradients(kind: str, use_interventions: bool) -> None:
+    cfg = small_model_config(kind=kind, use_interventions=use_interventions)
+    model = SlotDynamics(cfg, latent_dim=D)
+    nn_head = model.head
+    torch.nn.init.normal_(nn_head.weight, std=0.1)  # the zero init would hide upstream gradients
+    slots = torch.randn(3, 7, K, D)
+    inter = torch.rand(3, 7, 5) < 0.3 if use_interventions else None
+    out = model(slots, torch.tensor([0, 3, 10]), inter)
+    assert out.pred.shape == (3, 7, K, D)
+    assert out.gate_logits.shape == (3, 7, 2, K, K + 1)
+    assert out.edges.shape == (3, 7, 2, K, K + 1) and out.edges.dtype == torch.bool
+    assert out.local_graphs().shape == (3, 7, K, K + 1)
+    loss, metrics = dynamics_loss(out, slots, lam=0.1)
+    loss.backward()
+    assert set(metrics) >= {"mse", "paths", "loss", "edge_density"}
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("kind", ["ssm", "transformer"])
+def test_dynamics_are_causal_in_time(kind: str) -> None:
+    model = SlotDynamics(small_model_config(kind=kind), latent_dim=D).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    slots = torch.randn(2, 9, K, D)
+    later = slots.clone()
+    later[:, 5:] += torch.randn_like(later[:, 5:])
+    ids = torch.tensor([1, 2])
+    with torch.no_grad():
+        a, b = model(slots, ids).pred, model(later, ids).pred
+    torch.testing.assert_close(a[:, :5], b[:, :5])
+    assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+def test_closed_gates_isolate_objects() -> None:
+    model = SlotDynamics(small_model_config(gate_init_bias=-20.0), latent_dim=D).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    slots = torch.randn(2, 6, K, D)
+    other = slots.clone()
+    other[:, :, 1:] = torch.randn_like(other[:, :, 1:])  # every object but 0 changes
+    ids = torch.tensor([0, 0])
+    with torch.no_grad():
+        a, b = model(slots, ids), model(other, ids)
+    assert not a.edges.any()
+    torch.testing.assert_close(a.pred[:, :, 0], b.pred[:, :, 0])
+    assert not torch.allclose(a.pred[:, :, 1], b.pred[:, :, 1])
+    # with open gates object 0 does see the others
+    model_open = SlotDynamics(small_model_config(gate_init_bias=20.0), latent_dim=D).eval()
+    torch.nn.init.normal_(model_open.head.weight, std=0.1)
+    with torch.no_grad():
+        c, d = model_open(slots, ids), model_open(other, ids)
+    assert not torch.allclose(c.pred[:, :, 0], d.pred[:, :, 0])
+
+
+def test_dynamics_reject_bad_input() -> None:
+    model = SlotDynamics(small_model_config(), latent_dim=D)
+    with pytest.raises(InvalidInputError, match="slots must be"):
+        model(torch.randn(2, 5, K + 1, D), torch.tensor([0, 0]))
+    with pytest.raises(InvalidInputError, match="env_ids must be in"):
+        model(torch.randn(2, 5, K, D), torch.tensor([0, 11]))
+    with pytest.raises(InvalidInputError, match="env_ids must be"):
+        model(torch.randn(2, 5, K, D), torch.tensor([0]))
+    with_inter = SlotDynamics(small_model_config(use_interventions=True), latent_dim=D)
+    with pytest.raises(InvalidInputError, match="interventions"):
+        with_inter(torch.randn(2, 5, K, D), torch.tensor([0, 0]))
+
+
+def test_rollout_first_step_is_the_one_step_prediction() -> None:
+    model = SlotDynamics(small_model_config(), latent_dim=D).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    ctx = torch.randn(2, 4, K, D)
+    ids = torch.tensor([0, 1])
+    preds = rollout(model, ctx, 3, ids)
+    assert preds.shape == (2, 3, K, D)
+    with torch.no_grad():
+        torch.testing.assert_close(preds[:, 0], model(ctx, ids).pred[:, -1])
+        second = model(torch.cat([ctx, preds[:, :1]], 1), ids).pred[:, -1]
+    torch.testing.assert_close(preds[:, 1], second)
+
+
+def test_fit_env_code_lowers_the_loss_and_extends_the_codebook() -> None:
+    model = SlotDynamics(small_model_config(), latent_dim=D)
+    torch.nn.init.normal_(model.head.weight, std=0.3)
+    slots = torch.randn(2, 5, K, D)
+    model.eval()
+    with torch.no_grad():
+        code0 = model.env_slot.codebook.weight.mean(0, keepdim=True)
+        before = torch.nn.functional.mse_loss(
+            model(slots, None, env_code=code0).pred[:, :-1], slots[:, 1:]
+        )
+    code = fit_env_code(model, slots, steps=8, lr=0.1)
+    with torch.no_grad():
+        after = torch.nn.functional.mse_loss(
+            model(slots, None, env_code=code.unsqueeze(0)).pred[:, :-1], slots[:, 1:]
+        )
+    assert after < before
+    new_id = model.env_slot.extend_codebook(code)
+    assert new_id == 11 and model.env_slot.codebook.num_embeddings == 12
+    with torch.no_grad():
+        via_id = model(slots, torch.full((2,), new_id)).pred
+        via_code = model(slots, None, env_code=code.unsqueeze(0)).pred
+    torch.testing.assert_close(via_id, via_code)
+
+
+def test_whole_model_encodes_and_decodes() -> None:
+    cfg = apply_overrides(
+        Config(),
+        [
+            "data.resolution=16",
+            "vae.channels=[4, 8]",
+            f"vae.latent_dim={D}",
+            "model.d_model=16",
+            "model.d_state=4",
+        ],
+    )
+    model = S2SSM(cfg)
+    frames = torch.randint(0, 256, (2, 5, 16, 16, 3), dtype=torch.uint8)
+    masks = torch.randint(0, 16, (2, 5, 16, 16), dtype=torch.uint8)
+    slots = model.encode_slots(frames, masks)
+    assert slots.shape == (2, 5, K, D)
+    assert model.decode_frames(slots).shape == (2, 5, 3, 16, 16)
+
+
+# -- loss and λ ----------------------------------------------------------------------------------
+
+
+def test_loss_is_mse_plus_lambda_times_paths() -> None:
+    model = SlotDynamics(small_model_config(), latent_dim=D)
+    slots = torch.randn(2, 5, K, D)
+    out = model(slots, torch.tensor([0, 0]))
+    loss0, m0 = dynamics_loss(out, slots, 0.0)
+    loss1, m1 = dynamics_loss(out, slots, 0.25)
+    mse = torch.nn.functional.mse_loss(out.pred[:, :-1], slots[:, 1:])
+    assert loss0.item() == pytest.approx(mse.item())
+    paths = path_penalty(torch.sigmoid(out.gate_logits[:, :-1]))
+    assert loss1.item() == pytest.approx(mse.item() + 0.25 * paths.item(), rel=1e-6)
+    assert m1["paths"] == pytest.approx(paths.item())
+
+
+def reference_lambda(cfg: SparsityConfig, errors: list[float]) -> list[float]:
+    """The rule of the LambdaSchedule docstring, written out independently."""
+    lam = cfg.lambda_init if cfg.enabled else 0.0
+    smoothed = None
+    out = []
+    for k, e in enumerate(errors):
+        smoothed = e if smoothed is None else cfg.ema * smoothed + (1 - cfg.ema) * e
+        if cfg.enabled and k >= cfg.warmup_steps:
+            if smoothed < cfg.target:
+                lam = min(lam * cfg.growth, cfg.lambda_max)
+            else:
+                lam = max(lam * cfg.shrink, cfg.lambda_min)
+        out.append(lam)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    errors=st.lists(st.floats(0, 1e-3), min_size=1, max_size=60),
+    ema=st.sampled_from([0.0, 0.5, 0.9]),
+    warmup=st.integers(0, 10),
+    enabled=st.booleans(),
+)
+def test_lambda_schedule_follows_its_rule(
+    errors: list[float], ema: float, warmup: int, enabled: bool
+) -> None:
+    cfg = SparsityConfig(
+        enabled=enabled,
+        lambda_init=1e-3,
+        lambda_min=1e-4,
+        lambda_max=2e-3,
+        target=3e-4,
+        growth=1.1,
+        shrink=0.8,
+        ema=ema,
+        warmup_steps=warmup,
+    )
+    schedule = LambdaSchedule(cfg)
+    got = [schedule.update(e) for e in errors]
+    assert got == pytest.approx(reference_lambda(cfg, errors), rel=1e-12)
+    assert all(cfg.lambda_min <= v <= cfg.lambda_max for v in got) or not enabled
+    if not enabled:
+        assert set(got) == {0.0}
+
+
+def test_lambda_grows_below_target_and_shrinks_above() -> None:
+    cfg = SparsityConfig(lambda_init=1e-3, growth=2.0, shrink=0.5, ema=0.0, warmup_steps=1)
+    schedule = LambdaSchedule(cfg)
+    assert schedule.update(0.0) == 1e-3  # warm-up step: held
+    assert schedule.update(0.0) == pytest.approx(2e-3)
+    assert schedule.update(1.0) == pytest.approx(1e-3)
+    state = schedule.state_dict()
+    clone = LambdaSchedule(cfg)
+    clone.load_state_dict(state)
+    assert clone.update(0.0) == schedule.update(0.0)
