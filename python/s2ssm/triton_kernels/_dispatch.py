@@ -16,13 +16,22 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+from types import ModuleType
 from typing import Literal
 
 import torch
 
 from s2ssm.errors import InvalidInputError
 
-__all__ = ["BACKEND_ENV_VAR", "Backend", "has_triton", "resolve_backend", "triton_interpret"]
+__all__ = [
+    "BACKEND_ENV_VAR",
+    "Backend",
+    "cdiv",
+    "has_triton",
+    "kernel_module",
+    "resolve_backend",
+    "triton_interpret",
+]
 
 BACKEND_ENV_VAR = "S2SSM_KERNEL_BACKEND"
 Backend = Literal["triton", "reference"]
@@ -66,3 +75,24 @@ def resolve_backend(backend: str | None, *tensors: torch.Tensor | None) -> Backe
                 "TRITON_INTERPRET=1 before the first Triton kernel is used"
             )
     return choice  # type: ignore[return-value]
+
+
+def cdiv(a: int, b: int) -> int:
+    """Ceiling division of positive ints."""
+    return -(-a // b)
+
+
+def kernel_module(name: str, *tensors: torch.Tensor) -> ModuleType:
+    """Import the Triton kernel module ``s2ssm.triton_kernels.<name>`` on first use.
+
+    Kernels are decorated when that module is first imported, so ``TRITON_INTERPRET`` must be
+    set before the first launch; CPU tensors with compiled (non-interpreted) kernels raise.
+    """
+    mod = importlib.import_module(f"s2ssm.triton_kernels.{name}")
+    if not mod.INTERPRETED and not all(t.is_cuda for t in tensors):
+        raise InvalidInputError(
+            "Triton kernels were loaded in compiled mode (TRITON_INTERPRET was not set at their "
+            "first use) and cannot run on CPU tensors; set TRITON_INTERPRET=1 before the first "
+            "launch or move the tensors to a CUDA device"
+        )
+    return mod

@@ -18,159 +18,15 @@ from typing import Any
 import torch
 
 from s2ssm.errors import InvalidInputError, InvalidTypeError
-from s2ssm.triton_kernels._dispatch import resolve_backend
+from s2ssm.triton_kernels._dispatch import has_triton, kernel_module, resolve_backend
 from s2ssm.triton_kernels.slot_attention_ref import check_attention_inputs, slot_attention_ref
 
-try:  # triton is an optional dependency
-    import triton
-    import triton.language as tl
-
-    HAS_TRITON = True
-except ImportError:  # pragma: no cover - exercised only without triton
-    HAS_TRITON = False
+HAS_TRITON = has_triton()
 
 __all__ = ["HAS_TRITON", "slot_attention", "slot_attention_triton"]
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _NO_MASK, _BOOL_MASK, _ADD_MASK = 0, 1, 2
-
-
-if HAS_TRITON:
-
-    @triton.jit
-    def _attn_probs(
-        q_ptr, k_ptr, mask_ptr, bh, H, SQ, SK, DQK, scale,
-        msb, msh, msq, msk,
-        MASK_MODE: tl.constexpr,
-        BLOCK_SQ: tl.constexpr, BLOCK_SK: tl.constexpr, BLOCK_D: tl.constexpr,
-    ):  # fmt: skip
-        """Load q, k and return (q, k, weights) for one (batch, head)."""
-        oq = tl.arange(0, BLOCK_SQ)
-        ok = tl.arange(0, BLOCK_SK)
-        od = tl.arange(0, BLOCK_D)
-        d_mask = od < DQK
-        q = tl.load(
-            q_ptr + (bh * SQ + oq[:, None]) * DQK + od[None, :],
-            mask=(oq < SQ)[:, None] & d_mask[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        k = tl.load(
-            k_ptr + (bh * SK + ok[:, None]) * DQK + od[None, :],
-            mask=(ok < SK)[:, None] & d_mask[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-        attend = (oq < SQ)[:, None] & (ok < SK)[None, :]
-        if MASK_MODE != 0:
-            b = bh // H
-            h = bh % H
-            mptr = mask_ptr + b * msb + h * msh + oq[:, None] * msq + ok[None, :] * msk
-            mval = tl.load(mptr, mask=attend, other=0)
-            if MASK_MODE == 1:
-                attend = attend & (mval != 0)
-            else:
-                s = s + mval.to(tl.float32)
-        s = tl.where(attend, s, float("-inf"))
-        m = tl.max(s, axis=1)
-        m = tl.where(m == float("-inf"), 0.0, m)
-        p = tl.exp(s - m[:, None])
-        denom = tl.sum(p, axis=1)
-        w = p / tl.where(denom > 0.0, denom, 1.0)[:, None]
-        return q, k, w
-
-    @triton.jit
-    def _attn_fwd_kernel(
-        q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, w_ptr,
-        H, SQ, SK, DQK, DV, scale,
-        msb, msh, msq, msk,
-        MASK_MODE: tl.constexpr, STORE_W: tl.constexpr,
-        BLOCK_SQ: tl.constexpr, BLOCK_SK: tl.constexpr,
-        BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    ):  # fmt: skip
-        bh = tl.program_id(0).to(tl.int64)
-        _, _, w = _attn_probs(
-            q_ptr, k_ptr, mask_ptr, bh, H, SQ, SK, DQK, scale, msb, msh, msq, msk,
-            MASK_MODE, BLOCK_SQ, BLOCK_SK, BLOCK_D,
-        )  # fmt: skip
-        oq = tl.arange(0, BLOCK_SQ)
-        ok = tl.arange(0, BLOCK_SK)
-        odv = tl.arange(0, BLOCK_DV)
-        v = tl.load(
-            v_ptr + (bh * SK + ok[:, None]) * DV + odv[None, :],
-            mask=(ok < SK)[:, None] & (odv < DV)[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        out = tl.dot(w, v, input_precision="ieee")
-        o_mask = (oq < SQ)[:, None] & (odv < DV)[None, :]
-        tl.store(
-            out_ptr + (bh * SQ + oq[:, None]) * DV + odv[None, :],
-            out.to(out_ptr.dtype.element_ty),
-            mask=o_mask,
-        )
-        if STORE_W:
-            w_mask = (oq < SQ)[:, None] & (ok < SK)[None, :]
-            tl.store(
-                w_ptr + (bh * SQ + oq[:, None]) * SK + ok[None, :],
-                w.to(w_ptr.dtype.element_ty),
-                mask=w_mask,
-            )
-
-    @triton.jit
-    def _attn_bwd_kernel(
-        q_ptr, k_ptr, v_ptr, mask_ptr, dout_ptr, dw_ptr,
-        dq_ptr, dk_ptr, dv_ptr, ds_ptr,
-        H, SQ, SK, DQK, DV, scale,
-        msb, msh, msq, msk,
-        MASK_MODE: tl.constexpr, HAS_DW: tl.constexpr, STORE_DS: tl.constexpr,
-        BLOCK_SQ: tl.constexpr, BLOCK_SK: tl.constexpr,
-        BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    ):  # fmt: skip
-        bh = tl.program_id(0).to(tl.int64)
-        q, k, w = _attn_probs(
-            q_ptr, k_ptr, mask_ptr, bh, H, SQ, SK, DQK, scale, msb, msh, msq, msk,
-            MASK_MODE, BLOCK_SQ, BLOCK_SK, BLOCK_D,
-        )  # fmt: skip
-        oq = tl.arange(0, BLOCK_SQ)
-        ok = tl.arange(0, BLOCK_SK)
-        od = tl.arange(0, BLOCK_D)
-        odv = tl.arange(0, BLOCK_DV)
-        v = tl.load(
-            v_ptr + (bh * SK + ok[:, None]) * DV + odv[None, :],
-            mask=(ok < SK)[:, None] & (odv < DV)[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        dout = tl.load(
-            dout_ptr + (bh * SQ + oq[:, None]) * DV + odv[None, :],
-            mask=(oq < SQ)[:, None] & (odv < DV)[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        qk_mask = (oq < SQ)[:, None] & (ok < SK)[None, :]
-        dv = tl.dot(tl.trans(w), dout, input_precision="ieee")
-        dp = tl.dot(dout, tl.trans(v), input_precision="ieee")
-        if HAS_DW:
-            dp += tl.load(
-                dw_ptr + (bh * SQ + oq[:, None]) * SK + ok[None, :], mask=qk_mask, other=0.0
-            ).to(tl.float32)
-        ds = w * (dp - tl.sum(w * dp, axis=1)[:, None])
-        if STORE_DS:
-            tl.store(ds_ptr + (bh * SQ + oq[:, None]) * SK + ok[None, :], ds, mask=qk_mask)
-        dq = tl.dot(ds, k, input_precision="ieee") * scale
-        dk = tl.dot(tl.trans(ds), q, input_precision="ieee") * scale
-        tl.store(
-            dq_ptr + (bh * SQ + oq[:, None]) * DQK + od[None, :],
-            dq.to(dq_ptr.dtype.element_ty),
-            mask=(oq < SQ)[:, None] & (od < DQK)[None, :],
-        )
-        tl.store(
-            dk_ptr + (bh * SK + ok[:, None]) * DQK + od[None, :],
-            dk.to(dk_ptr.dtype.element_ty),
-            mask=(ok < SK)[:, None] & (od < DQK)[None, :],
-        )
-        tl.store(
-            dv_ptr + (bh * SK + ok[:, None]) * DV + odv[None, :],
-            dv.to(dv_ptr.dtype.element_ty),
-            mask=(ok < SK)[:, None] & (odv < DV)[None, :],
-        )
 
 
 def _block(x: int) -> int:
@@ -222,7 +78,8 @@ class _SlotAttentionFn(torch.autograd.Function):
             else out.new_empty(0)
         )
         bsq, bsk = _block(sq), _block(sk)
-        _attn_fwd_kernel[(bs * h,)](
+        kern = kernel_module("_slot_attention_kernels", qc)
+        kern._attn_fwd_kernel[(bs * h,)](
             qc, kc, vc, mview if mview is not None else qc, out, w if return_weights else out,
             h, sq, sk, d, dv, scale, *mstrides,
             MASK_MODE=mode, STORE_W=return_weights,
@@ -256,7 +113,8 @@ class _SlotAttentionFn(torch.autograd.Function):
             else dq
         )
         bsq, bsk = _block(sq), _block(sk)
-        _attn_bwd_kernel[(bs * h,)](
+        kern = kernel_module("_slot_attention_kernels", qc)
+        kern._attn_bwd_kernel[(bs * h,)](
             qc, kc, vc, mview if mview is not None else qc, dout, dwc,
             dq, dk, dvv, ds,
             h, sq, sk, d, dv, ctx.scale, *mstrides,
