@@ -1,0 +1,198 @@
+//! Bindings of `s2ssm_core::sim`: the Interventional Pong generator. The `s2ssm.sim` wrapper
+//! allocates (or checks) C-contiguous output arrays; this fills them in place with the GIL
+//! released, in chunks, checking for Ctrl-C between chunks.
+
+use crate::errors::{invalid, run_in, thread_pool, to_py_err};
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray2, PyReadwriteArray1, PyReadwriteArrayDyn};
+use pyo3::prelude::*;
+use s2ssm_core::sim::dynamics::{Interventions, STATE_DIM, TARGETS};
+use s2ssm_core::sim::env::{self, Mechanisms, K};
+use s2ssm_core::sim::render::{RenderConfig, Renderer, Velocity};
+use s2ssm_core::sim::{generate_into, Outputs, SimConfig};
+
+/// Frames generated per chunk between two Ctrl-C checks.
+const FRAMES_PER_CHUNK: usize = 1 << 16;
+
+fn parse_velocity(py: Python<'_>, value: &str) -> PyResult<Velocity> {
+    match value {
+        "none" => Ok(Velocity::None),
+        "previous" => Ok(Velocity::Previous),
+        "next_channel" => Ok(Velocity::NextChannel),
+        other => Err(invalid(
+            py,
+            "velocity",
+            format!("expected 'none', 'previous' or 'next_channel', got {other:?}"),
+        )),
+    }
+}
+
+fn mechanisms(py: Python<'_>, bits: u32) -> PyResult<Mechanisms> {
+    Mechanisms::new(bits).ok_or_else(|| {
+        invalid(
+            py,
+            "mechanisms",
+            format!("unknown mechanism bits in {bits:#x}"),
+        )
+    })
+}
+
+/// Fills the output arrays with sequences `start_index ..` (one per entry of `env_ids`).
+#[pyfunction]
+#[pyo3(signature = (
+    mechanisms_bits, env_id, seed, start_index, seq_len, resolution, velocity, occlusion,
+    intervention_prob, intervention_multi, draw, frames, masks, states, interventions,
+    local_graphs, env_ids, num_threads=None
+))]
+#[allow(clippy::too_many_arguments)]
+fn sim_generate_into(
+    py: Python<'_>,
+    mechanisms_bits: u32,
+    env_id: i64,
+    seed: u64,
+    start_index: u64,
+    seq_len: usize,
+    resolution: usize,
+    velocity: &str,
+    occlusion: bool,
+    intervention_prob: f64,
+    intervention_multi: bool,
+    draw: bool,
+    mut frames: PyReadwriteArrayDyn<'_, u8>,
+    mut masks: PyReadwriteArrayDyn<'_, u8>,
+    mut states: PyReadwriteArrayDyn<'_, f32>,
+    mut interventions: PyReadwriteArrayDyn<'_, bool>,
+    mut local_graphs: PyReadwriteArrayDyn<'_, bool>,
+    mut env_ids: PyReadwriteArray1<'_, i64>,
+    num_threads: Option<usize>,
+) -> PyResult<()> {
+    let config = SimConfig {
+        mechanisms: mechanisms(py, mechanisms_bits)?,
+        env_id,
+        seed,
+        interventions: Interventions {
+            prob: intervention_prob,
+            multi: intervention_multi,
+        },
+        render: RenderConfig {
+            resolution,
+            velocity: parse_velocity(py, velocity)?,
+            occlusion,
+        },
+        draw,
+    };
+    config.validate().map_err(|e| to_py_err(py, e))?;
+    if seq_len == 0 {
+        return Err(invalid(py, "seq_len", "expected a positive length, got 0"));
+    }
+    let pool = thread_pool(py, num_threads)?;
+    let renderer = if draw {
+        Some(
+            py.detach(|| run_in(pool.as_ref(), || Renderer::new(config.render)))
+                .map_err(|e| to_py_err(py, e))?,
+        )
+    } else {
+        None
+    };
+    let slice_err = |name: &'static str| invalid(py, name, "expected a C-contiguous array");
+    let frames = frames.as_slice_mut().map_err(|_| slice_err("frames"))?;
+    let masks = masks.as_slice_mut().map_err(|_| slice_err("masks"))?;
+    let states = states.as_slice_mut().map_err(|_| slice_err("states"))?;
+    let ivs = interventions
+        .as_slice_mut()
+        .map_err(|_| slice_err("interventions"))?;
+    let graphs = local_graphs
+        .as_slice_mut()
+        .map_err(|_| slice_err("local_graphs"))?;
+    let ids = env_ids.as_slice_mut().map_err(|_| slice_err("env_ids"))?;
+    let n = ids.len();
+    let (frame_len, mask_len) = match &renderer {
+        Some(r) => (r.frame_len() * seq_len, r.mask_len() * seq_len),
+        None => (0, 0),
+    };
+    let per_chunk = (FRAMES_PER_CHUNK / seq_len).max(1);
+    // Whole-buffer lengths are checked first so no chunk is written on a bad call.
+    let check = |name: &'static str, got: usize, per_seq: usize| -> PyResult<()> {
+        match n.checked_mul(per_seq) {
+            Some(want) if want == got => Ok(()),
+            _ => Err(invalid(
+                py,
+                name,
+                format!("expected {n} sequences of {per_seq} elements, got {got} elements"),
+            )),
+        }
+    };
+    check("frames", frames.len(), frame_len)?;
+    check("masks", masks.len(), mask_len)?;
+    check("states", states.len(), seq_len * STATE_DIM)?;
+    check("interventions", ivs.len(), seq_len * TARGETS)?;
+    check("local_graphs", graphs.len(), seq_len * K * (K + 1))?;
+    let mut done = 0usize;
+    while done < n {
+        let m = per_chunk.min(n - done);
+        let range = |len: usize| done * len..(done + m) * len;
+        let out = Outputs {
+            frames: frames.get_mut(range(frame_len)).unwrap_or(&mut []),
+            masks: masks.get_mut(range(mask_len)).unwrap_or(&mut []),
+            states: states
+                .get_mut(range(seq_len * STATE_DIM))
+                .unwrap_or(&mut []),
+            interventions: ivs.get_mut(range(seq_len * TARGETS)).unwrap_or(&mut []),
+            graphs: graphs
+                .get_mut(range(seq_len * K * (K + 1)))
+                .unwrap_or(&mut []),
+            env_ids: ids.get_mut(range(1)).unwrap_or(&mut []),
+        };
+        let start = start_index
+            .checked_add(done as u64)
+            .ok_or_else(|| invalid(py, "start_index", "start_index + n overflows 64 bits"))?;
+        py.detach(|| {
+            run_in(pool.as_ref(), || {
+                generate_into(&config, renderer.as_ref(), start, m, seq_len, out)
+            })
+        })
+        .map_err(|e| to_py_err(py, e))?;
+        py.check_signals()?;
+        done += m;
+    }
+    Ok(())
+}
+
+/// The built-in environments in id order: `[(name, mechanism bits), ...]`.
+#[pyfunction]
+fn sim_environments() -> Vec<(&'static str, u32)> {
+    env::ENVIRONMENTS.to_vec()
+}
+
+/// The mechanisms: `[(name, bit), ...]`.
+#[pyfunction]
+fn sim_mechanisms() -> Vec<(&'static str, u32)> {
+    env::MECHANISMS
+        .iter()
+        .map(|(m, name)| (*name, *m as u32))
+        .collect()
+}
+
+/// Global graph `(K, K + 1)` bool of a mechanism set (child x parent, env column last).
+#[pyfunction]
+#[pyo3(signature = (mechanisms_bits, interventions=false))]
+fn sim_global_graph(
+    py: Python<'_>,
+    mechanisms_bits: u32,
+    interventions: bool,
+) -> PyResult<Bound<'_, PyArray2<bool>>> {
+    let g = env::global_graph(mechanisms(py, mechanisms_bits)?, interventions);
+    let flat: Vec<bool> = g.iter().flat_map(|row| row.iter().copied()).collect();
+    let array = Array2::from_shape_vec((K, K + 1), flat)
+        .map_err(|e| invalid(py, "graph", e.to_string()))?;
+    Ok(array.into_pyarray(py))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(sim_generate_into, m)?)?;
+    m.add_function(wrap_pyfunction!(sim_environments, m)?)?;
+    m.add_function(wrap_pyfunction!(sim_mechanisms, m)?)?;
+    m.add_function(wrap_pyfunction!(sim_global_graph, m)?)?;
+    m.add("SIM_STATE_DIM", STATE_DIM)?;
+    Ok(())
+}
