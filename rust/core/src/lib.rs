@@ -7,5 +7,6 @@
 
 pub mod error;
 pub mod graph;
+pub mod sim;
 
 pub use error::{CoreError, CoreResult};

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod graph;
+mod sim;
 
 /// The compiled core of s2ssm.
 #[pymodule]
@@ -15,5 +16,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("MAX_NODES", s2ssm_core::graph::MAX_NODES)?;
     graph::register(m)?;
+    sim::register(m)?;
     Ok(())
 }
