@@ -88,7 +88,7 @@ fn sim_generate_into(
     let pool = thread_pool(py, num_threads)?;
     let renderer = if draw {
         Some(
-            py.detach(|| run_in(pool.as_ref(), || Renderer::new(config.render)))
+            py.detach(|| Renderer::shared(config.render))
                 .map_err(|e| to_py_err(py, e))?,
         )
     } else {
@@ -148,7 +148,7 @@ fn sim_generate_into(
             .ok_or_else(|| invalid(py, "start_index", "start_index + n overflows 64 bits"))?;
         py.detach(|| {
             run_in(pool.as_ref(), || {
-                generate_into(&config, renderer.as_ref(), start, m, seq_len, out)
+                generate_into(&config, renderer.as_deref(), start, m, seq_len, out)
             })
         })
         .map_err(|e| to_py_err(py, e))?;

@@ -263,8 +263,9 @@ pub fn step(
     } else {
         s.ball_dir
     };
-    let vx = libm::sin(dir) * speed;
-    let mut vy = libm::cos(dir) * speed;
+    let (sin_dir, cos_dir) = libm::sincos(dir);
+    let vx = sin_dir * speed;
+    let mut vy = cos_dir * speed;
     let gravity = mechanisms.has(Mechanism::Gravity) && s.ball_x < 16.0;
     if gravity {
         vy -= GRAVITY;

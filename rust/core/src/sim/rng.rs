@@ -77,7 +77,8 @@ impl Draws {
         let (u1, u2) = self.uniforms(slot);
         let r = libm::sqrt(-2.0 * libm::log(1.0 - u1));
         let theta = core::f64::consts::TAU * u2;
-        (r * libm::cos(theta), r * libm::sin(theta))
+        let (sin, cos) = libm::sincos(theta);
+        (r * cos, r * sin)
     }
 }
 
