@@ -299,7 +299,7 @@ BALL_COLOUR, BALL_PREVIOUS, OCCLUDER = (255, 0, 0), (140, 0, 0), (64, 64, 64)
 OCCLUDER_BAND = (13.0, 19.0, 2.0, 22.0)
 GLYPHS = (
     (0b111, 0b101, 0b101, 0b101, 0b111),
-    (0b010, 0b110, 0b010, 0b010, 0b111),
+    (0b010, 0b010, 0b010, 0b010, 0b010),
     (0b111, 0b001, 0b111, 0b100, 0b111),
     (0b111, 0b001, 0b111, 0b001, 0b111),
     (0b101, 0b101, 0b111, 0b001, 0b001),
@@ -327,9 +327,9 @@ def _disc(x, y, cx, cy):  # type: ignore[no-untyped-def]
 
 
 def _on_score(x: np.ndarray, y: np.ndarray, sl: np.ndarray, sr: np.ndarray) -> np.ndarray:
-    in_rows = (y >= 23.0) & (y < 28.0)
-    colon = (x >= 16.0) & (x < 17.0) & (((y >= 24.0) & (y < 25.0)) | ((y >= 26.0) & (y < 27.0)))
-    row = 4 - np.minimum(np.floor(y - 23.0), 4.0).clip(0).astype(np.int64)
+    in_rows = (y >= 24.0) & (y < 29.0)
+    colon = (x >= 16.0) & (x < 17.0) & (((y >= 25.0) & (y < 26.0)) | ((y >= 27.0) & (y < 28.0)))
+    row = 4 - np.minimum(np.floor(y - 24.0), 4.0).clip(0).astype(np.int64)
     out = in_rows & colon
     for x0, score in ((12.0, sl), (18.0, sr)):
         inside = in_rows & (x >= x0) & (x < x0 + 3.0)
@@ -366,7 +366,7 @@ def render(
     colour[:] = BACKGROUND
     score = np.broadcast_to(_on_score(x, y, sl, sr), shape)
     colour[score] = DIGIT
-    colour[np.broadcast_to((y < 2.0) | (y >= 30.0), shape)] = BORDER
+    colour[np.broadcast_to((y < 2.0) | (y >= 30.0) | (x < 2.0) | (x >= 30.0), shape)] = BORDER
     left = np.broadcast_to(
         _rect(x, y, 4.0, 6.0, np.maximum(pl - 3.0, 2.0), np.minimum(pl + 3.0, 30.0)), shape
     )

@@ -45,7 +45,7 @@ pub const BALL_PREVIOUS: [u8; 3] = [140, 0, 0];
 pub const OCCLUDER: [u8; 3] = [64, 64, 64];
 /// Occluder band extent in world units: x in `[13, 19)`, y in `[2, 22)`.
 pub const OCCLUDER_BAND: [f64; 4] = [13.0, 19.0, 2.0, 22.0];
-/// Border thickness (top and bottom).
+/// Border thickness (all four sides, as in CITRIS).
 pub const BORDER_WIDTH: f64 = 2.0;
 /// Left paddle's left edge; the right paddle's is `RIGHT_PADDLE_X`.
 pub const LEFT_PADDLE_X: f64 = 4.0;
@@ -55,17 +55,17 @@ pub const RIGHT_PADDLE_X: f64 = 26.0;
 pub const PADDLE_WIDTH: f64 = 2.0;
 /// Paddle half height.
 pub const PADDLE_HALF_HEIGHT: f64 = 3.0;
-/// Left edges of the two digits; the glyphs span y in `[23, 28)`.
+/// Left edges of the two digits; the glyphs span y in `[24, 29)` (CITRIS's layout).
 pub const DIGIT_X: [f64; 2] = [12.0, 18.0];
 /// Bottom of the digits.
-pub const DIGIT_Y: f64 = 23.0;
+pub const DIGIT_Y: f64 = 24.0;
 /// Colon column and its two dots' bottoms.
-pub const COLON: [f64; 3] = [16.0, 24.0, 26.0];
+pub const COLON: [f64; 3] = [16.0, 25.0, 27.0];
 
 /// 3 x 5 glyphs of the digits 0-4, rows top to bottom, bit 2 = left column.
 pub const GLYPHS: [[u8; 5]; 5] = [
     [0b111, 0b101, 0b101, 0b101, 0b111],
-    [0b010, 0b110, 0b010, 0b010, 0b111],
+    [0b010, 0b010, 0b010, 0b010, 0b010],
     [0b111, 0b001, 0b111, 0b100, 0b111],
     [0b111, 0b001, 0b111, 0b001, 0b111],
     [0b101, 0b101, 0b111, 0b001, 0b001],
@@ -146,10 +146,12 @@ fn on_score(x: f64, y: f64, scores: [u8; 2]) -> bool {
     false
 }
 
-/// Colour of the static scene (background, score display, borders) at `(x, y)`.
+/// Colour of the static scene (background, score display, borders on all sides) at `(x, y)`.
 #[inline]
 fn static_colour(x: f64, y: f64, scores: [u8; 2]) -> [u8; 3] {
-    if !(BORDER_WIDTH..WORLD - BORDER_WIDTH).contains(&y) {
+    if !(BORDER_WIDTH..WORLD - BORDER_WIDTH).contains(&y)
+        || !(BORDER_WIDTH..WORLD - BORDER_WIDTH).contains(&x)
+    {
         BORDER
     } else if on_score(x, y, scores) {
         DIGIT
@@ -465,6 +467,8 @@ impl Renderer {
         let plain = self.config.velocity != Velocity::Previous
             && by0 >= BORDER_WIDTH
             && by1 < WORLD - BORDER_WIDTH
+            && bx0 >= BORDER_WIDTH
+            && bx1 < WORLD - BORDER_WIDTH
             && !overlaps(DIGIT_X[0], DIGIT_X[1] + 3.0, DIGIT_Y, DIGIT_Y + 5.0)
             && !paddles
                 .iter()
