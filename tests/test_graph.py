@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
 from s2ssm import graph
 from s2ssm.errors import CountOverflowError, InvalidInputError, InvalidTypeError, S2ssmError
 from s2ssm.testing import adjacency_matrices, dags, graph_batches, layer_stacks
@@ -214,6 +215,24 @@ def test_causal_graph_keeps_real_self_loops():
     np.testing.assert_array_equal(
         graph.causal_graph(weights, threshold=0.5), [[False, True], [False, False]]
     )
+
+
+def test_path_counts_into_a_reused_buffer():
+    rng = np.random.default_rng(4)
+    layers = rng.random((6, 3, 5, 5)) < 0.4
+    out = np.full((6, 5, 5), 7, dtype=np.uint64)
+    assert graph.path_counts(layers, out=out) is out
+    np.testing.assert_array_equal(out, graph.path_counts(layers))
+    single = np.empty((5, 5), dtype=np.uint64)
+    np.testing.assert_array_equal(graph.path_counts(layers[0], out=single), out[0])
+    with pytest.raises(InvalidInputError, match="out: expected shape"):
+        graph.path_counts(layers, out=np.empty((6, 4, 4), dtype=np.uint64))
+    with pytest.raises(InvalidTypeError, match="out: expected a numpy uint64"):
+        graph.path_counts(layers, out=np.empty((6, 5, 5)))
+    with pytest.raises(InvalidInputError, match="C-contiguous"):
+        graph.path_counts(layers, out=np.empty((5, 5, 6), dtype=np.uint64).transpose(2, 0, 1))
+    with pytest.raises(InvalidInputError, match="exact"):
+        graph.path_counts(layers.astype(float), out=out)
 
 
 def test_exact_counts_overflow_raises():

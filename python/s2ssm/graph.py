@@ -292,6 +292,7 @@ def path_counts(
     layers: npt.ArrayLike,
     *,
     layout: Layout = "parent_child",
+    out: np.ndarray | None = None,
     num_threads: int | None = None,
 ) -> np.ndarray:
     """Path-count matrix of per-layer adjacencies (see the module docs for the product order).
@@ -299,18 +300,21 @@ def path_counts(
     bool and integer layers give exact ``uint64`` counts (raising :class:`CountOverflowError`
     when a count exceeds ``2**64 - 1``); float layers give ``float64``. Entries must be
     non-negative and finite. Returns ``(N, N)`` for ``(L, N, N)`` and ``(B, N, N)`` for batches.
+    For exact counts, ``out`` (a C-contiguous ``uint64`` array of the result's shape) receives
+    the counts and is returned, so a loop over many batches can reuse one buffer.
     """
     layout = _choice("layout", layout, _LAYOUTS)  # type: ignore[assignment]
     stack, single = _layer_stack("layers", layers)
     kind = stack.dtype.kind
+    if out is not None and kind == "f":
+        raise InvalidInputError("out: only exact (bool / integer) counts take an out array")
     if kind == "f":
         if not np.isfinite(stack).all():
             raise InvalidInputError("layers: expected finite values, got NaN or inf")
         if (stack < 0).any():
             raise InvalidInputError("layers: expected non-negative weights, got negative values")
-        out = _core.path_counts_f64(
-            np.ascontiguousarray(stack, dtype=np.float64), layout, num_threads
-        )
+        weights = np.ascontiguousarray(stack, dtype=np.float64)
+        counts = _core.path_counts_f64(weights, layout, num_threads)
     else:
         if kind == "i" and (stack < 0).any():
             raise InvalidInputError("layers: expected non-negative counts, got negative values")
@@ -320,8 +324,24 @@ def path_counts(
             data = np.ascontiguousarray(stack)
         else:
             data = np.ascontiguousarray(stack, dtype=np.uint64)
-        out = _core.path_counts_u64(data, layout, num_threads)
-    return out[0] if single else out
+        target = None if out is None else _out_array(out, stack.shape, single)
+        counts = _core.path_counts_u64(data, layout, num_threads, target)
+        if out is not None:
+            return out
+    return counts[0] if single else counts
+
+
+def _out_array(out: np.ndarray, stack_shape: tuple[int, ...], single: bool) -> np.ndarray:
+    """``out`` as the (B, N, N) uint64 array the core writes into (a view, never a copy)."""
+    batch, _, n, _ = stack_shape
+    expected = (n, n) if single else (batch, n, n)
+    if not isinstance(out, np.ndarray) or out.dtype != np.uint64:
+        raise InvalidTypeError(f"out: expected a numpy uint64 array, got {type(out).__name__}")
+    if out.shape != expected:
+        raise InvalidInputError(f"out: expected shape {expected}, got {out.shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise InvalidInputError("out: expected a writable C-contiguous array")
+    return out.reshape(batch, n, n)
 
 
 def reachability(
@@ -396,6 +416,6 @@ def unpack_rows(rows: npt.ArrayLike, n_cols: int) -> np.ndarray:
     if not 0 <= n_cols <= 64:
         raise InvalidInputError(f"n_cols: expected 0 to 64, got {n_cols}")
     as_bytes = np.ascontiguousarray(array, dtype="<u8").view(np.uint8)
-    as_bytes = as_bytes.reshape(*array.shape, 8)
-    bits = np.unpackbits(as_bytes, axis=-1, bitorder="little")
-    return bits[..., :n_cols].astype(bool)
+    needed = as_bytes.reshape(*array.shape, 8)[..., : (n_cols + 7) // 8]
+    bits = np.unpackbits(needed, axis=-1, count=n_cols, bitorder="little")
+    return bits.view(bool)

@@ -4,7 +4,7 @@
 use crate::errors::{invalid, run_in, thread_pool, to_py_err};
 use numpy::ndarray::{Array1, Array2, Array3};
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyArray3, PyReadonlyArray3, PyReadonlyArray4,
+    IntoPyArray, PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray3, PyReadonlyArray4,
     PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
@@ -145,24 +145,26 @@ fn stack_dims(py: Python<'_>, shape: &[usize]) -> PyResult<(usize, usize, usize)
     Ok((shape[0], shape[1], shape[2]))
 }
 
-/// Exact uint64 path counts `(B, N, N)` of a `(B, L, N, N)` uint8 or uint64 layer stack.
+/// Exact uint64 path counts `(B, N, N)` of a `(B, L, N, N)` uint8 or uint64 layer stack,
+/// written into `out` when given (C-contiguous uint64 `(B, N, N)`, reused across calls).
 #[pyfunction]
-#[pyo3(signature = (layers, layout, num_threads=None))]
+#[pyo3(signature = (layers, layout, num_threads=None, out=None))]
 fn path_counts_u64<'py>(
     py: Python<'py>,
     layers: &Bound<'py, PyAny>,
     layout: &str,
     num_threads: Option<usize>,
+    out: Option<Bound<'py, PyArray3<u64>>>,
 ) -> PyResult<Bound<'py, PyArray3<u64>>> {
     let layout = parse_layout(py, layout)?;
     let pool = thread_pool(py, num_threads)?;
     if let Ok(small) = layers.extract::<PyReadonlyArray4<'py, u8>>() {
-        exact_counts(py, &small, layout, pool.as_ref())
+        exact_counts(py, &small, layout, pool.as_ref(), out)
     } else {
         let wide = layers
             .extract::<PyReadonlyArray4<'py, u64>>()
             .map_err(|_| invalid(py, "layers", "expected a 4-d uint8 or uint64 array"))?;
-        exact_counts(py, &wide, layout, pool.as_ref())
+        exact_counts(py, &wide, layout, pool.as_ref(), out)
     }
 }
 
@@ -171,22 +173,46 @@ fn exact_counts<'py, I>(
     layers: &PyReadonlyArray4<'py, I>,
     layout: Layout,
     pool: Option<&rayon::ThreadPool>,
+    out: Option<Bound<'py, PyArray3<u64>>>,
 ) -> PyResult<Bound<'py, PyArray3<u64>>>
 where
     I: numpy::Element + Copy + Into<u64> + Sync,
 {
     let (b, l, n) = stack_dims(py, layers.shape())?;
     let data = contiguous!(py, layers, "layers");
-    let mut out = vec![0u64; b * n * n];
-    py.detach(|| {
-        run_in(pool, || {
-            graph::path_counts_u64(data, b, l, n, layout, &mut out)
+    let compute = |counts: &mut [u64]| {
+        py.detach(|| {
+            run_in(pool, || {
+                graph::path_counts_u64(data, b, l, n, layout, counts)
+            })
         })
-    })
-    .map_err(|e| to_py_err(py, e))?;
-    let out =
-        Array3::from_shape_vec((b, n, n), out).map_err(|e| invalid(py, "out", e.to_string()))?;
-    Ok(out.into_pyarray(py))
+        .map_err(|e| to_py_err(py, e))
+    };
+    match out {
+        Some(array) => {
+            if array.shape() != [b, n, n] {
+                let message = format!("expected shape ({b}, {n}, {n}), got {:?}", array.shape());
+                return Err(invalid(py, "out", message));
+            }
+            {
+                let mut writable = array
+                    .try_readwrite()
+                    .map_err(|_| invalid(py, "out", "expected a writable array not in use"))?;
+                let counts = writable
+                    .as_slice_mut()
+                    .map_err(|_| invalid(py, "out", "expected a C-contiguous array"))?;
+                compute(counts)?;
+            }
+            Ok(array)
+        }
+        None => {
+            let mut counts = vec![0u64; b * n * n];
+            compute(&mut counts)?;
+            let counts = Array3::from_shape_vec((b, n, n), counts)
+                .map_err(|e| invalid(py, "out", e.to_string()))?;
+            Ok(counts.into_pyarray(py))
+        }
+    }
 }
 
 /// Float64 path counts `(B, N, N)` of a `(B, L, N, N)` float64 layer stack.

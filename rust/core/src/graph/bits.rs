@@ -12,10 +12,42 @@ fn normalize_bytes(x: u64) -> u64 {
     t & 0x0101_0101_0101_0101
 }
 
+/// Packs 8 little-endian bytes that are each 0 or 1 into the low 8 bits.
+#[inline(always)]
+fn pack8_binary(x: u64) -> u64 {
+    x.wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
 /// Packs 8 little-endian bytes (any non-zero byte is an edge) into the low 8 bits.
 #[inline(always)]
 pub fn pack8(x: u64) -> u64 {
-    normalize_bytes(x).wrapping_mul(0x0102_0408_1020_4080) >> 56
+    pack8_binary(normalize_bytes(x))
+}
+
+/// Bits that are set in some byte above 1: a word is 0/1 bytes iff `word & NOT_BINARY == 0`.
+const NOT_BINARY: u64 = 0xFEFE_FEFE_FEFE_FEFE;
+
+/// Packs `pred ^ true` of two row-major 8 x 8 graphs (64 bytes each) into one word.
+///
+/// The common case (all bytes 0 or 1, as bool arrays are) XORs the bytes and packs once;
+/// other non-zero bytes are normalised first.
+#[inline(always)]
+pub fn pack_diff_8x8(pred: &[u8], truth: &[u8]) -> u64 {
+    let (mut diff, mut wide) = (0u64, 0u64);
+    for (i, (p, t)) in pred[..64]
+        .chunks_exact(8)
+        .zip(truth[..64].chunks_exact(8))
+        .enumerate()
+    {
+        let (p, t) = (load8(p), load8(t));
+        wide |= p | t;
+        diff |= pack8_binary(p ^ t) << (8 * i);
+    }
+    if wide & NOT_BINARY == 0 {
+        diff
+    } else {
+        pack_8x8(pred) ^ pack_8x8(truth)
+    }
 }
 
 /// Reads 8 bytes as a little-endian `u64`.
@@ -54,11 +86,34 @@ pub fn pack_rows(graph: &[u8], cols: usize, out: &mut [u64]) {
 /// Packs a row-major 8 x 8 graph (64 bytes) into one `u64`, row `i` in byte `i`.
 #[inline(always)]
 pub fn pack_8x8(graph: &[u8]) -> u64 {
-    let mut bits = 0u64;
+    let (mut bits, mut wide) = (0u64, 0u64);
+    for (i, chunk) in graph[..64].chunks_exact(8).enumerate() {
+        let word = load8(chunk);
+        wide |= word;
+        bits |= pack8_binary(word) << (8 * i);
+    }
+    if wide & NOT_BINARY == 0 {
+        return bits;
+    }
+    bits = 0;
     for (i, chunk) in graph[..64].chunks_exact(8).enumerate() {
         bits |= pack8(load8(chunk)) << (8 * i);
     }
     bits
+}
+
+/// Boolean product `a · b` of two 8 x 8 bit matrices (row `i` in byte `i`).
+#[inline(always)]
+pub fn bool_matmul_8x8(a: u64, b: u64) -> u64 {
+    const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+    let mut product = 0u64;
+    for k in 0..8 {
+        // Column k of `a` spread over whole bytes, times row k of `b` copied into every byte.
+        let column = ((a >> k) & LOW_BITS).wrapping_mul(0xFF);
+        let row = ((b >> (8 * k)) & 0xFF).wrapping_mul(LOW_BITS);
+        product |= column & row;
+    }
+    product
 }
 
 /// Transposes an 8 x 8 bit matrix stored one row per byte (Hacker's Delight, 7-3).
@@ -157,6 +212,26 @@ mod tests {
             }
         }
         assert_eq!(transpose_8x8(packed), naive_pack_8x8(&transposed));
+    }
+
+    #[test]
+    fn diff_and_bool_product_8x8() {
+        let a: Vec<u8> = (0..64).map(|c| ((c * 13 + 5) % 7 < 3) as u8).collect();
+        let b: Vec<u8> = (0..64).map(|c| ((c * 5 + 1) % 4 == 0) as u8 * 9).collect();
+        assert_eq!(
+            pack_diff_8x8(&a, &b),
+            naive_pack_8x8(&a) ^ naive_pack_8x8(&b)
+        );
+        let (pa, pb) = (naive_pack_8x8(&a), naive_pack_8x8(&b));
+        let mut expected = 0u64;
+        for i in 0..8 {
+            for j in 0..8 {
+                if (0..8).any(|k| (pa >> (8 * i + k)) & 1 == 1 && (pb >> (8 * k + j)) & 1 == 1) {
+                    expected |= 1 << (8 * i + j);
+                }
+            }
+        }
+        assert_eq!(bool_matmul_8x8(pa, pb), expected);
     }
 
     #[test]

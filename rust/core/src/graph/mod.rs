@@ -13,7 +13,7 @@ pub use paths::{path_counts_f64, path_counts_u64, reachability, Layout};
 
 use crate::error::{CoreError, CoreResult};
 use bits::{
-    low_bits, pack_8x8, pack_rows, transpose_8x8, transpose_lower, DIAGONAL_8X8, UPPER_8X8,
+    low_bits, pack_diff_8x8, pack_rows, transpose_8x8, transpose_lower, DIAGONAL_8X8, UPPER_8X8,
 };
 use rayon::prelude::*;
 
@@ -183,7 +183,7 @@ pub fn shd(
                 .zip(pred.chunks_exact(64))
                 .zip(truth.chunks_exact(64))
             {
-                *o = shd_8x8(pack_8x8(p) ^ pack_8x8(t), reversal, diagonal);
+                *o = shd_8x8(pack_diff_8x8(p, t), reversal, diagonal);
             }
         });
     } else {

@@ -5,7 +5,8 @@
 //! `(A_1 + I) @ ... @ (A_L + I)`. Entry `(i, j)` counts the paths through the layers, a step of
 //! each either an edge of that layer or staying at the same node.
 
-use super::{bits::pack_row, MAX_NODES};
+use super::bits::{bool_matmul_8x8, pack_8x8, pack_row, DIAGONAL_8X8};
+use super::MAX_NODES;
 use crate::error::{CoreError, CoreResult};
 use rayon::prelude::*;
 
@@ -66,17 +67,36 @@ fn check_stack(
 trait Count: Copy + Send + Sync + PartialEq {
     const ZERO: Self;
     const ONE: Self;
+    /// `acc + a * b`.
     fn mul_add(acc: Self, a: Self, b: Self) -> Self;
+    /// `acc + a * b` where `b` is 0 or 1 (no multiplication for integers).
+    fn mul_add_binary(acc: Self, a: Self, b: Self) -> Self;
+    /// `acc + b`.
+    fn add(acc: Self, b: Self) -> Self;
 }
 
-impl Count for u64 {
-    const ZERO: Self = 0;
-    const ONE: Self = 1;
-    #[inline(always)]
-    fn mul_add(acc: Self, a: Self, b: Self) -> Self {
-        acc.wrapping_add(a.wrapping_mul(b))
-    }
+macro_rules! impl_count_for_unsigned {
+    ($($t:ty),*) => {$(
+        impl Count for $t {
+            const ZERO: Self = 0;
+            const ONE: Self = 1;
+            #[inline(always)]
+            fn mul_add(acc: Self, a: Self, b: Self) -> Self {
+                acc.wrapping_add(a.wrapping_mul(b))
+            }
+            #[inline(always)]
+            fn mul_add_binary(acc: Self, a: Self, b: Self) -> Self {
+                acc.wrapping_add(a & b.wrapping_neg())
+            }
+            #[inline(always)]
+            fn add(acc: Self, b: Self) -> Self {
+                acc.wrapping_add(b)
+            }
+        }
+    )*};
 }
+
+impl_count_for_unsigned!(u16, u32, u64);
 
 impl Count for f64 {
     const ZERO: Self = 0.0;
@@ -85,42 +105,53 @@ impl Count for f64 {
     fn mul_add(acc: Self, a: Self, b: Self) -> Self {
         acc + a * b
     }
+    #[inline(always)]
+    fn mul_add_binary(acc: Self, a: Self, b: Self) -> Self {
+        acc + a * b
+    }
+    #[inline(always)]
+    fn add(acc: Self, b: Self) -> Self {
+        acc + b
+    }
 }
 
-/// `out = left @ (right + I)` for row-major `n x n` matrices.
-#[inline]
-fn mul_plus_identity<T: Count>(left: &[T], right: &[T], n: usize, out: &mut [T]) {
-    out.copy_from_slice(left);
+/// Which factor of a product holds only zeros and ones (cheaper arithmetic).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Binary {
+    None,
+    Left,
+    Right,
+}
+
+/// `out += left @ right` for row-major `n x n` matrices.
+#[inline(always)]
+fn add_product<T: Count>(left: &[T], right: &[T], n: usize, binary: Binary, out: &mut [T]) {
     for (out_row, left_row) in out.chunks_exact_mut(n).zip(left.chunks_exact(n)) {
         for (&a, right_row) in left_row.iter().zip(right.chunks_exact(n)) {
-            if a != T::ZERO {
-                for (o, &b) in out_row.iter_mut().zip(right_row) {
-                    *o = T::mul_add(*o, a, b);
-                }
+            if a == T::ZERO {
+                continue;
+            }
+            let pairs = out_row.iter_mut().zip(right_row);
+            match binary {
+                Binary::Left => pairs.for_each(|(o, &b)| *o = T::add(*o, b)),
+                Binary::Right => pairs.for_each(|(o, &b)| *o = T::mul_add_binary(*o, a, b)),
+                Binary::None => pairs.for_each(|(o, &b)| *o = T::mul_add(*o, a, b)),
             }
         }
     }
 }
 
-/// `out = (left + I) @ right` for row-major `n x n` matrices.
-#[inline]
-fn plus_identity_mul<T: Count>(left: &[T], right: &[T], n: usize, out: &mut [T]) {
-    out.copy_from_slice(right);
-    for (out_row, left_row) in out.chunks_exact_mut(n).zip(left.chunks_exact(n)) {
-        for (&a, right_row) in left_row.iter().zip(right.chunks_exact(n)) {
-            if a != T::ZERO {
-                for (o, &b) in out_row.iter_mut().zip(right_row) {
-                    *o = T::mul_add(*o, a, b);
-                }
-            }
-        }
+/// [`add_product`] with the size known at compile time for the common 8-node graphs.
+fn add_product_sized<T: Count>(left: &[T], right: &[T], n: usize, binary: Binary, out: &mut [T]) {
+    match n {
+        8 => add_product(left, right, 8, binary, out),
+        _ => add_product(left, right, n, binary, out),
     }
 }
 
 /// Path-count product of one stack of `n_layers` matrices into `out` (`n x n`).
 fn stack_product<T: Count>(
     stack: &[T],
-    n_layers: usize,
     n: usize,
     layout: Layout,
     out: &mut [T],
@@ -129,14 +160,19 @@ fn stack_product<T: Count>(
     let cells = n * n;
     out.copy_from_slice(&stack[..cells]);
     for i in 0..n {
-        out[i * n + i] = T::mul_add(out[i * n + i], T::ONE, T::ONE);
+        out[i * n + i] = T::add(out[i * n + i], T::ONE);
     }
-    for layer in stack.chunks_exact(cells).skip(1).take(n_layers - 1) {
+    for layer in stack.chunks_exact(cells).skip(1) {
         scratch.copy_from_slice(out);
-        match layout {
-            Layout::ParentChild => mul_plus_identity(scratch, layer, n, out),
-            Layout::ChildParent => plus_identity_mul(layer, scratch, n, out),
-        }
+        let layer_binary = layer.iter().all(|&v| v == T::ZERO || v == T::ONE);
+        // ParentChild: P <- P (A + I) = P + P A; ChildParent: P <- (A + I) P = P + A P.
+        let (left, right, binary) = match (layout, layer_binary) {
+            (Layout::ParentChild, true) => (&*scratch, layer, Binary::Right),
+            (Layout::ParentChild, false) => (&*scratch, layer, Binary::None),
+            (Layout::ChildParent, true) => (layer, &*scratch, Binary::Left),
+            (Layout::ChildParent, false) => (layer, &*scratch, Binary::None),
+        };
+        add_product_sized(left, right, n, binary, out);
     }
 }
 
@@ -192,6 +228,72 @@ fn checked_stack_product(
     Some(())
 }
 
+/// Buffers for exact products in the narrowest integer type that cannot overflow
+/// (narrow lanes make the SIMD loops wider: 8 x u16 per 128-bit register).
+struct ExactWorkspace {
+    wide: Vec<u64>,
+    wide_out: Vec<u64>,
+    narrow16: (Vec<u16>, Vec<u16>, Vec<u16>),
+    narrow32: (Vec<u32>, Vec<u32>, Vec<u32>),
+}
+
+impl ExactWorkspace {
+    fn new(stack_len: usize, cells: usize) -> Self {
+        ExactWorkspace {
+            wide: vec![0; stack_len],
+            wide_out: vec![0; cells],
+            narrow16: (vec![0; stack_len], vec![0; cells], vec![0; cells]),
+            narrow32: (vec![0; stack_len], vec![0; cells], vec![0; cells]),
+        }
+    }
+
+    /// Exact product of one stack into `out`; `None` when a count exceeds `u64::MAX`.
+    fn product<I: Copy + Into<u64>>(
+        &mut self,
+        input: &[I],
+        n_layers: usize,
+        n: usize,
+        layout: Layout,
+        out: &mut [u64],
+    ) -> Option<()> {
+        for (w, &v) in self.wide.iter_mut().zip(input) {
+            *w = v.into();
+        }
+        match count_bound(&self.wide, n) {
+            Some(bound) if bound <= u64::from(u16::MAX) => {
+                let (stack, product, scratch) = &mut self.narrow16;
+                narrow_product(&self.wide, stack, n, layout, product, scratch, out);
+            }
+            Some(bound) if bound <= u64::from(u32::MAX) => {
+                let (stack, product, scratch) = &mut self.narrow32;
+                narrow_product(&self.wide, stack, n, layout, product, scratch, out);
+            }
+            Some(_) => stack_product(&self.wide, n, layout, out, &mut self.wide_out),
+            None => checked_stack_product(&self.wide, n_layers, n, layout, out)?,
+        }
+        Some(())
+    }
+}
+
+/// [`stack_product`] in a narrower type `T` (the caller checked the bound), widened into `out`.
+fn narrow_product<T: Count + TryFrom<u64> + Into<u64>>(
+    wide: &[u64],
+    stack: &mut [T],
+    n: usize,
+    layout: Layout,
+    product: &mut [T],
+    scratch: &mut [T],
+    out: &mut [u64],
+) {
+    for (s, &v) in stack.iter_mut().zip(wide) {
+        *s = T::try_from(v).unwrap_or(T::ZERO);
+    }
+    stack_product(stack, n, layout, product, scratch);
+    for (o, &v) in out.iter_mut().zip(product.iter()) {
+        *o = v.into();
+    }
+}
+
 /// Exact path counts of `batch` stacks of `n_layers` non-negative integer `n x n` layers
 /// (`u8` for binary or small counts, `u64` otherwise).
 /// `out` receives `batch * n * n` counts; a count above `u64::MAX` is an overflow error.
@@ -213,21 +315,13 @@ where
         .zip(layers.par_chunks(STACKS_PER_TASK * stack_len))
         .enumerate()
         .map(|(task, (out, layers))| {
-            let mut scratch = vec![0u64; cells];
-            let mut widened = vec![0u64; stack_len];
+            let mut work = ExactWorkspace::new(stack_len, cells);
             for (index, (o, input)) in out
                 .chunks_exact_mut(cells)
                 .zip(layers.chunks_exact(stack_len))
                 .enumerate()
             {
-                for (w, &v) in widened.iter_mut().zip(input) {
-                    *w = v.into();
-                }
-                let stack = widened.as_slice();
-                let fits = count_bound(stack, n).is_some();
-                if fits {
-                    stack_product(stack, n_layers, n, layout, o, &mut scratch);
-                } else if checked_stack_product(stack, n_layers, n, layout, o).is_none() {
+                if work.product(input, n_layers, n, layout, o).is_none() {
                     return Some(task * STACKS_PER_TASK + index);
                 }
             }
@@ -262,7 +356,7 @@ pub fn path_counts_f64(
                 .chunks_exact_mut(cells)
                 .zip(layers.chunks_exact(stack_len))
             {
-                stack_product(stack, n_layers, n, layout, o, &mut scratch);
+                stack_product(stack, n, layout, o, &mut scratch);
             }
         });
     Ok(())
@@ -281,42 +375,61 @@ pub fn reachability(
 ) -> CoreResult<()> {
     check_stack(layers.len(), batch, n_layers, n, out.len(), n)?;
     let stack_len = n_layers * n * n;
-    out.par_chunks_mut(STACKS_PER_TASK * n)
-        .zip(layers.par_chunks(STACKS_PER_TASK * stack_len))
-        .for_each(|(out, layers)| {
-            let mut layer_rows = [0u64; MAX_NODES];
-            let mut previous = [0u64; MAX_NODES];
-            for (reach, stack) in out.chunks_exact_mut(n).zip(layers.chunks_exact(stack_len)) {
-                for (layer_index, layer) in stack.chunks_exact(n * n).enumerate() {
-                    for (i, (word, row)) in layer_rows[..n]
-                        .iter_mut()
-                        .zip(layer.chunks_exact(n))
-                        .enumerate()
-                    {
-                        *word = pack_row(row) | (1u64 << i);
-                    }
-                    if layer_index == 0 {
-                        reach.copy_from_slice(&layer_rows[..n]);
-                        continue;
-                    }
-                    previous[..n].copy_from_slice(reach);
-                    // ParentChild: R <- R (A + I); ChildParent: R <- (A + I) R.
-                    let (left, right) = match layout {
-                        Layout::ParentChild => (&previous[..n], &layer_rows[..n]),
-                        Layout::ChildParent => (&layer_rows[..n], &previous[..n]),
+    let tasks = out
+        .par_chunks_mut(STACKS_PER_TASK * n)
+        .zip(layers.par_chunks(STACKS_PER_TASK * stack_len));
+    if n == 8 {
+        tasks.for_each(|(out, layers)| {
+            for (reach, stack) in out.chunks_exact_mut(8).zip(layers.chunks_exact(stack_len)) {
+                let mut product = pack_8x8(stack) | DIAGONAL_8X8;
+                for layer in stack.chunks_exact(64).skip(1) {
+                    let factor = pack_8x8(layer) | DIAGONAL_8X8;
+                    product = match layout {
+                        Layout::ParentChild => bool_matmul_8x8(product, factor),
+                        Layout::ChildParent => bool_matmul_8x8(factor, product),
                     };
-                    for (word, &left_row) in reach.iter_mut().zip(left) {
-                        let mut acc = 0u64;
-                        let mut ks = left_row;
-                        while ks != 0 {
-                            acc |= right[ks.trailing_zeros() as usize];
-                            ks &= ks - 1;
-                        }
-                        *word = acc;
-                    }
+                }
+                for (i, word) in reach.iter_mut().enumerate() {
+                    *word = (product >> (8 * i)) & 0xFF;
                 }
             }
         });
+        return Ok(());
+    }
+    tasks.for_each(|(out, layers)| {
+        let mut layer_rows = [0u64; MAX_NODES];
+        let mut previous = [0u64; MAX_NODES];
+        for (reach, stack) in out.chunks_exact_mut(n).zip(layers.chunks_exact(stack_len)) {
+            for (layer_index, layer) in stack.chunks_exact(n * n).enumerate() {
+                for (i, (word, row)) in layer_rows[..n]
+                    .iter_mut()
+                    .zip(layer.chunks_exact(n))
+                    .enumerate()
+                {
+                    *word = pack_row(row) | (1u64 << i);
+                }
+                if layer_index == 0 {
+                    reach.copy_from_slice(&layer_rows[..n]);
+                    continue;
+                }
+                previous[..n].copy_from_slice(reach);
+                // ParentChild: R <- R (A + I); ChildParent: R <- (A + I) R.
+                let (left, right) = match layout {
+                    Layout::ParentChild => (&previous[..n], &layer_rows[..n]),
+                    Layout::ChildParent => (&layer_rows[..n], &previous[..n]),
+                };
+                for (word, &left_row) in reach.iter_mut().zip(left) {
+                    let mut acc = 0u64;
+                    let mut ks = left_row;
+                    while ks != 0 {
+                        acc |= right[ks.trailing_zeros() as usize];
+                        ks &= ks - 1;
+                    }
+                    *word = acc;
+                }
+            }
+        }
+    });
     Ok(())
 }
 
@@ -368,6 +481,26 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_integer_width_gives_exact_counts() {
+        // Max entries 1 (u16 products), 300 (u32) and 2^20 (u64), n = 8, 3 layers.
+        let n = 8;
+        for (max, layout) in [
+            (1u64, Layout::ParentChild),
+            (300, Layout::ChildParent),
+            (1 << 20, Layout::ParentChild),
+        ] {
+            let layers: Vec<u64> = (0..3 * n * n)
+                .map(|c| (c as u64 * 2_654_435_761) % (max + 1))
+                .collect();
+            let mut out = vec![0u64; n * n];
+            path_counts_u64(&layers, 1, 3, n, layout, &mut out).unwrap();
+            let expected = naive_product(&layers, n, layout);
+            let got: Vec<u128> = out.iter().map(|&v| u128::from(v)).collect();
+            assert_eq!(got, expected, "max {max}");
         }
     }
 
