@@ -1,0 +1,442 @@
+"""Datasets on disk: sharded ``.npz`` / ``.npy`` files with a JSON manifest, and CITRIS export.
+
+Layout of a dataset directory::
+
+    manifest.json               # version, generator settings, shapes, per-shard files + sha256
+    shard_00000.npz             # format "npz": one archive per shard (fields of PongBatch)
+    shard_00000.frames.npy ...  # format "npy": one file per field and shard (memory-mappable)
+
+Every file is written under a temporary name and renamed; the manifest lists a shard only once
+all its files are in place, so an interrupted run leaves no half shard and a rerun with the
+same settings resumes after the last complete shard. Memory is bounded by one shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from s2ssm import __version__
+from s2ssm.errors import InvalidInputError, S2ssmError
+from s2ssm.sim._api import (
+    MAX_RESOLUTION,
+    MIN_RESOLUTION,
+    PongBatch,
+    _int,
+    batch_shapes,
+    generate,
+)
+from s2ssm.sim._envs import (
+    OBJECTS,
+    STATE_NAMES,
+    TARGETS,
+    env_id,
+    env_mechanisms,
+    env_name,
+)
+
+__all__ = [
+    "FIELDS",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "DatasetSpec",
+    "ShardedDataset",
+    "export_citris",
+    "open_dataset",
+    "write_dataset",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+FIELDS = tuple(f.name for f in dataclasses.fields(PongBatch))
+FORMATS = ("npz", "npy")
+#: Default shard size target in bytes (frames + masks dominate).
+SHARD_BYTES = 64 * 2**20
+
+
+class DatasetError(S2ssmError):
+    """A dataset directory is missing, incomplete or corrupt."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """Everything that defines a generated data set (the manifest's ``config``)."""
+
+    env: str
+    n_sequences: int
+    seq_len: int
+    seed: int = 0
+    resolution: int = 32
+    velocity: str = "none"
+    occlusion: bool = False
+    intervention_prob: float = 0.15
+    intervention_mode: str = "single"
+    shard_size: int | None = None
+    format: str = "npz"
+
+    def resolved(self) -> DatasetSpec:
+        """Checks every field and fills in the default shard size."""
+        name = env_name(self.env)
+        n = _int("n_sequences", self.n_sequences, 1)
+        t = _int("seq_len", self.seq_len, 1, 2**32 - 1)
+        _int("seed", self.seed, 0, 2**64 - 1)
+        _int("resolution", self.resolution, MIN_RESOLUTION, MAX_RESOLUTION)
+        if self.format not in FORMATS:
+            raise InvalidInputError(f"format: expected one of {FORMATS}, got {self.format!r}")
+        # Validates velocity / intervention settings without rendering.
+        generate(
+            name,
+            1,
+            1,
+            seed=self.seed,
+            resolution=self.resolution,
+            velocity=self.velocity,
+            occlusion=self.occlusion,
+            intervention_prob=self.intervention_prob,
+            intervention_mode=self.intervention_mode,
+            render=False,
+        )
+        shard = self.shard_size
+        if shard is None:
+            per_seq = sequence_bytes(t, self.resolution, self.velocity)
+            shard = max(1, min(n, SHARD_BYTES // per_seq))
+        shard = _int("shard_size", shard, 1)
+        return dataclasses.replace(self, env=name, shard_size=min(shard, n))
+
+    def config(self) -> dict[str, Any]:
+        """The JSON-able settings a resumed run must match."""
+        return dataclasses.asdict(self)
+
+
+def sequence_bytes(seq_len: int, resolution: int, velocity: str) -> int:
+    """Bytes of one sequence in memory."""
+    channels = 4 if velocity == "next_channel" else 3
+    shapes = batch_shapes(1, seq_len, resolution, channels, True)
+    return sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in shapes.values())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_mode() -> int:
+    """Mode of a new file under the current umask (``mkstemp`` would give 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Writes ``path`` through ``write(file)`` under a temporary name, then renames it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False).encode()
+    _atomic_write(path, lambda f: f.write(text))
+
+
+def _shard_files(index: int, fmt: str) -> dict[str, str]:
+    if fmt == "npz":
+        return {"npz": f"shard_{index:05d}.npz"}
+    return {field: f"shard_{index:05d}.{field}.npy" for field in FIELDS}
+
+
+def _prepare_dir(out: str | os.PathLike[str]) -> Path:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise InvalidInputError(f"out: {str(path)!r} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise InvalidInputError(f"out: cannot write to {str(path)!r}: {error}") from error
+    return path
+
+
+def write_dataset(
+    out: str | os.PathLike[str],
+    spec: DatasetSpec,
+    *,
+    num_threads: int | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Writes (or resumes) the data set ``spec`` into directory ``out``; returns the manifest.
+
+    ``progress``: a tqdm bar (``None``: only on a terminal).
+    """
+    spec = spec.resolved()
+    path = _prepare_dir(out)
+    manifest_path = path / MANIFEST
+    n, shard = spec.n_sequences, int(spec.shard_size or 1)
+    n_shards = -(-n // shard)
+    channels = 4 if spec.velocity == "next_channel" else 3
+    shapes = batch_shapes(1, spec.seq_len, spec.resolution, channels, True)
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "generator": "s2ssm.sim",
+        "s2ssm_version": __version__,
+        "config": spec.config(),
+        "env_id": env_id(spec.env),
+        "mechanisms": list(env_mechanisms(spec.env)),
+        "objects": list(OBJECTS),
+        "state_names": list(STATE_NAMES),
+        "targets": list(TARGETS),
+        "fields": {
+            name: {"dtype": dtype.str, "shape": list(shape)} for name, (shape, dtype) in shapes.items()
+        },
+        "n_shards": n_shards,
+        "shards": [],
+        "complete": False,
+    }
+    if manifest_path.exists():
+        try:
+            old = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"out: unreadable manifest {manifest_path}: {error}") from error
+        if old.get("config") != manifest["config"] or old.get("format_version") != FORMAT_VERSION:
+            raise InvalidInputError(
+                f"out: {str(path)!r} holds a different dataset ({old.get('config')}); "
+                "use another directory or the same settings to resume"
+            )
+        manifest["shards"] = [
+            s for s in old.get("shards", []) if all((path / f).exists() for f in s["files"])
+        ]
+    for stale in path.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    done = {s["index"] for s in manifest["shards"]}
+    _write_json(manifest_path, manifest)
+    todo = [i for i in range(n_shards) if i not in done]
+    if done:
+        log.info("resuming: %d of %d shards already written", len(done), n_shards)
+    bar = _progress(total=n_shards, initial=len(done), enabled=progress)
+    buffers: PongBatch | None = None
+    try:
+        for index in todo:
+            start = index * shard
+            m = min(shard, n - start)
+            out_arrays = buffers if buffers is not None and len(buffers) == m else None
+            batch = generate(
+                spec.env,
+                m,
+                spec.seq_len,
+                seed=spec.seed,
+                start_index=start,
+                resolution=spec.resolution,
+                out=out_arrays,
+                num_threads=num_threads,
+                velocity=spec.velocity,
+                occlusion=spec.occlusion,
+                intervention_prob=spec.intervention_prob,
+                intervention_mode=spec.intervention_mode,
+            )
+            if buffers is None:
+                buffers = batch
+            files = _shard_files(index, spec.format)
+            arrays = batch.arrays()
+            if spec.format == "npz":
+                _atomic_write(path / files["npz"], lambda f: np.savez(f, **arrays))
+            else:
+                for field, name in files.items():
+                    array = arrays[field]
+                    _atomic_write(path / name, lambda f, a=array: np.save(f, a))
+            manifest["shards"].append(
+                {
+                    "index": index,
+                    "start_index": start,
+                    "n_sequences": m,
+                    "files": list(files.values()),
+                    "sha256": {name: _sha256(path / name) for name in files.values()},
+                }
+            )
+            manifest["shards"].sort(key=lambda s: s["index"])
+            _write_json(manifest_path, manifest)
+            bar.update(1)
+    finally:
+        bar.close()
+    manifest["complete"] = True
+    _write_json(manifest_path, manifest)
+    return manifest
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, initial: int, enabled: bool | None) -> Any:
+    if enabled is False:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is optional
+        return _NoBar()
+    return tqdm(total=total, initial=initial, unit="shard", disable=None if enabled is None else False)
+
+
+class ShardedDataset:
+    """Read access to a dataset directory written by :func:`write_dataset`.
+
+    ``len(ds)`` sequences; ``ds[i]`` is a dict of the fields of sequence ``i`` (``.npy`` shards
+    are memory-mapped, ``.npz`` shards are loaded one at a time and cached).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        manifest_path = self.path / MANIFEST
+        try:
+            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"path: no readable {MANIFEST} in {str(self.path)!r}") from error
+        if not self.manifest.get("complete"):
+            raise DatasetError(f"path: dataset in {str(self.path)!r} is incomplete; rerun generate")
+        self.config = self.manifest["config"]
+        self.shards = sorted(self.manifest["shards"], key=lambda s: s["index"])
+        self._starts = np.array([s["start_index"] for s in self.shards], dtype=np.int64)
+        self._cache: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return int(self.config["n_sequences"])
+
+    def shard_arrays(self, k: int) -> dict[str, np.ndarray]:
+        """The arrays of shard ``k`` (memory-mapped for ``.npy``)."""
+        if self._cache is not None and self._cache[0] == k:
+            return self._cache[1]
+        shard = self.shards[k]
+        if self.config["format"] == "npz":
+            with np.load(self.path / shard["files"][0]) as archive:
+                arrays = {field: archive[field] for field in FIELDS}
+        else:
+            arrays = {
+                field: np.load(self.path / name, mmap_mode="r")
+                for field, name in zip(FIELDS, shard["files"], strict=True)
+            }
+        self._cache = (k, arrays)
+        return arrays
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        index = _int("index", index, -len(self), len(self) - 1)
+        if index < 0:
+            index += len(self)
+        k = int(np.searchsorted(self._starts, index, side="right") - 1)
+        arrays = self.shard_arrays(k)
+        local = index - int(self._starts[k])
+        return {field: arrays[field][local] for field in FIELDS}
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def verify(self) -> None:
+        """Recomputes every file's sha256; raises :class:`DatasetError` on a mismatch."""
+        for shard in self.shards:
+            for name, digest in shard["sha256"].items():
+                if _sha256(self.path / name) != digest:
+                    raise DatasetError(f"{name}: sha256 mismatch (corrupt or modified file)")
+
+
+def open_dataset(path: str | os.PathLike[str]) -> ShardedDataset:
+    """Opens a dataset directory written by ``s2ssm generate`` / :func:`write_dataset`."""
+    return ShardedDataset(path)
+
+
+#: CITRIS's latent keys (sorted, as its generator saves them) and our source for each.
+CITRIS_KEYS = (
+    "ball_vel_dir",
+    "ball_vel_magn",
+    "ball_x",
+    "ball_y",
+    "paddle_left_y",
+    "paddle_right_y",
+    "score_left",
+    "score_right",
+)
+_CITRIS_STATE = ("ball_dir", "ball_speed", "ball_x", "ball_y") + STATE_NAMES[:2] + STATE_NAMES[6:]
+_CITRIS_TARGET = ("ball_dir", None, "ball_x", "ball_y", "paddle_left_y", "paddle_right_y", None, None)
+
+
+def export_citris(
+    path: str | os.PathLike[str],
+    env: str | int,
+    n_frames: int,
+    *,
+    seed: int,
+    resolution: int = 32,
+    intervention_prob: float = 0.15,
+    num_threads: int | None = None,
+) -> Path:
+    """Writes one sequence of ``n_frames`` in CITRIS's split layout (e.g. ``train.npz``).
+
+    Keys: ``images`` uint8 ``(n, R, R, 4)`` (RGB + CITRIS's projected-ball channel, the ball
+    dark on white: ``255 - coverage``), ``latents`` float32 ``(n, 8)`` in the order of
+    ``keys`` (:data:`CITRIS_KEYS`), ``targets`` float32 ``(n - 1, 8)`` (``targets[i]`` = the
+    interventions of the transition to frame ``i + 1``) and ``keys``. One sequence, held in
+    memory, as CITRIS's format requires.
+    """
+    n_frames = _int("n_frames", n_frames, 2)
+    batch = generate(
+        env,
+        1,
+        n_frames,
+        seed=seed,
+        resolution=resolution,
+        velocity="next_channel",
+        intervention_prob=intervention_prob,
+        num_threads=num_threads,
+    )
+    images = batch.frames[0].copy()
+    images[..., 3] = 255 - images[..., 3]
+    states = batch.states[0]
+    latents = np.stack([states[:, STATE_NAMES.index(k)] for k in _CITRIS_STATE], axis=-1)
+    targets = np.zeros((n_frames, len(CITRIS_KEYS)), np.float32)
+    for j, name in enumerate(_CITRIS_TARGET):
+        if name is not None:
+            targets[:, j] = batch.interventions[0, :, TARGETS.index(name)]
+    out = Path(path)
+    if out.suffix != ".npz":
+        raise InvalidInputError(f"path: expected a .npz file name, got {str(out)!r}")
+    if not out.parent.is_dir():
+        raise InvalidInputError(f"path: directory {str(out.parent)!r} does not exist")
+    _atomic_write(
+        out,
+        lambda f: np.savez_compressed(
+            f,
+            images=images,
+            latents=latents.astype(np.float32),
+            targets=targets[1:],
+            keys=np.array(CITRIS_KEYS),
+        ),
+    )
+    return out
