@@ -1,7 +1,7 @@
 """s2ssm: Sparse Slot State Space Models for learning local causal world models.
 
-Subpackages: :mod:`s2ssm.graph` (batched causal-graph metrics, Rust core),
-:mod:`s2ssm.testing` (hypothesis strategies for graph code).
+Modules: :mod:`s2ssm.graph` (batched causal-graph metrics, Rust core), :mod:`s2ssm.testing`
+(hypothesis strategies for graph code), :mod:`s2ssm.errors` (the exception hierarchy).
 """
 
 from __future__ import annotations
