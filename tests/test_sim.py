@@ -185,7 +185,11 @@ def test_seed_changes_output() -> None:
 
 
 GOLDEN = [
-    (("neutral", 4, 16), {"seed": 0}, "36550ff1f062f7dabc4438ab9363f5027261b69b36e5cc8632686c34ea8c426b"),
+    (
+        ("neutral", 4, 16),
+        {"seed": 0},
+        "36550ff1f062f7dabc4438ab9363f5027261b69b36e5cc8632686c34ea8c426b",
+    ),
     (
         ("gravity_bounce", 3, 12),
         {"seed": 2**40 + 7, "start_index": 1000, "resolution": 48},
@@ -286,9 +290,7 @@ def test_next_channel_shows_projected_ball() -> None:
     row = np.clip(((32 - ny) * 32 / 32).astype(int), 0, 31)
     n, t = np.indices(nx.shape)
     assert (b.frames[n, t, row, col, 3] > 0).mean() > 0.95
-    np.testing.assert_array_equal(
-        b.frames[..., :3], sim.generate("neutral", 8, 20, seed=2).frames
-    )
+    np.testing.assert_array_equal(b.frames[..., :3], sim.generate("neutral", 8, 20, seed=2).frames)
 
 
 def test_local_graphs_match_events(runs: dict[int, sim.PongBatch]) -> None:
@@ -403,9 +405,7 @@ def test_bad_arguments(kwargs: dict, error: type, match: str) -> None:
     args = {"env": "neutral", "n_sequences": 2, "seq_len": 3, "seed": 0}
     args.update(kwargs)
     with pytest.raises(error, match=match):
-        sim.generate(
-            args.pop("env"), args.pop("n_sequences"), args.pop("seq_len"), **args
-        )
+        sim.generate(args.pop("env"), args.pop("n_sequences"), args.pop("seq_len"), **args)
 
 
 def test_bad_out_arrays() -> None:

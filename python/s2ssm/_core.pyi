@@ -38,3 +38,32 @@ def reachability(
     layout: str,
     num_threads: int | None = None,
 ) -> npt.NDArray[np.uint64]: ...
+
+# --- simulator ---
+SIM_STATE_DIM: int
+
+def sim_generate_into(
+    mechanisms_bits: int,
+    env_id: int,
+    seed: int,
+    start_index: int,
+    seq_len: int,
+    resolution: int,
+    velocity: str,
+    occlusion: bool,
+    intervention_prob: float,
+    intervention_multi: bool,
+    draw: bool,
+    frames: npt.NDArray[np.uint8],
+    masks: npt.NDArray[np.uint8],
+    states: npt.NDArray[np.float32],
+    interventions: npt.NDArray[np.bool_],
+    local_graphs: npt.NDArray[np.bool_],
+    env_ids: npt.NDArray[np.int64],
+    num_threads: int | None = None,
+) -> None: ...
+def sim_environments() -> list[tuple[str, int]]: ...
+def sim_mechanisms() -> list[tuple[str, int]]: ...
+def sim_global_graph(
+    mechanisms_bits: int, interventions: bool = False
+) -> npt.NDArray[np.bool_]: ...

@@ -97,7 +97,9 @@ def _check_out(out: Any, shapes: dict[str, tuple[tuple[int, ...], np.dtype]]) ->
     for name, (shape, dtype) in shapes.items():
         array = arrays.get(name)
         if not isinstance(array, np.ndarray):
-            raise InvalidTypeError(f"out.{name}: expected a numpy array, got {type(array).__name__}")
+            raise InvalidTypeError(
+                f"out.{name}: expected a numpy array, got {type(array).__name__}"
+            )
         if array.dtype != dtype:
             raise InvalidTypeError(f"out.{name}: expected dtype {dtype}, got {array.dtype}")
         if array.shape != shape:

@@ -72,9 +72,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=_positive, default=None, help="sequences per shard")
     parser.add_argument("--format", choices=("npz", "npy"), default="npz")
     parser.add_argument("--threads", type=_positive, default=None, help="worker threads")
-    parser.add_argument(
-        "--velocity", choices=("none", "previous", "next_channel"), default="none"
-    )
+    parser.add_argument("--velocity", choices=("none", "previous", "next_channel"), default="none")
     parser.add_argument("--occlusion", action="store_true", help="draw the occluder band")
     parser.add_argument("--intervention-prob", type=float, default=0.15)
     parser.add_argument("--intervention-mode", choices=("single", "multi"), default="single")
@@ -132,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point (``python -m s2ssm.sim.cli``), same behaviour as ``s2ssm generate``."""
+    """Standalone entry point (``python -m s2ssm.sim.cli``), behaves as ``s2ssm generate``."""
     parser = argparse.ArgumentParser(prog="s2ssm generate", description=__doc__)
     configure(parser)
     args = parser.parse_args(argv)

@@ -21,6 +21,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +213,8 @@ def write_dataset(
         "state_names": list(STATE_NAMES),
         "targets": list(TARGETS),
         "fields": {
-            name: {"dtype": dtype.str, "shape": list(shape)} for name, (shape, dtype) in shapes.items()
+            name: {"dtype": dtype.str, "shape": list(shape)}
+            for name, (shape, dtype) in shapes.items()
         },
         "n_shards": n_shards,
         "shards": [],
@@ -264,11 +266,11 @@ def write_dataset(
             files = _shard_files(index, spec.format)
             arrays = batch.arrays()
             if spec.format == "npz":
-                _atomic_write(path / files["npz"], lambda f: np.savez(f, **arrays))
+                _atomic_write(path / files["npz"], partial(_savez, arrays=arrays))
             else:
                 for field, name in files.items():
                     array = arrays[field]
-                    _atomic_write(path / name, lambda f, a=array: np.save(f, a))
+                    _atomic_write(path / name, partial(np.save, arr=array))
             manifest["shards"].append(
                 {
                     "index": index,
@@ -288,6 +290,10 @@ def write_dataset(
     return manifest
 
 
+def _savez(f: Any, arrays: dict[str, np.ndarray]) -> None:
+    np.savez(f, **arrays)  # type: ignore[arg-type]
+
+
 class _NoBar:
     def update(self, n: int) -> None:
         pass
@@ -303,7 +309,9 @@ def _progress(total: int, initial: int, enabled: bool | None) -> Any:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is optional
         return _NoBar()
-    return tqdm(total=total, initial=initial, unit="shard", disable=None if enabled is None else False)
+    return tqdm(
+        total=total, initial=initial, unit="shard", disable=None if enabled is None else False
+    )
 
 
 class ShardedDataset:
@@ -383,8 +391,17 @@ CITRIS_KEYS = (
     "score_left",
     "score_right",
 )
-_CITRIS_STATE = ("ball_dir", "ball_speed", "ball_x", "ball_y") + STATE_NAMES[:2] + STATE_NAMES[6:]
-_CITRIS_TARGET = ("ball_dir", None, "ball_x", "ball_y", "paddle_left_y", "paddle_right_y", None, None)
+_CITRIS_STATE = ("ball_dir", "ball_speed", "ball_x", "ball_y", *STATE_NAMES[:2], *STATE_NAMES[6:])
+_CITRIS_TARGET = (
+    "ball_dir",
+    None,
+    "ball_x",
+    "ball_y",
+    "paddle_left_y",
+    "paddle_right_y",
+    None,
+    None,
+)
 
 
 def export_citris(

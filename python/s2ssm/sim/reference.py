@@ -102,9 +102,7 @@ class RefState:
 
     def to_array(self) -> np.ndarray:
         """``(N, len(STATE_NAMES))`` float64 in ``STATE_NAMES`` order."""
-        return np.stack(
-            [np.asarray(getattr(self, f), dtype=np.float64) for f in _FIELDS], axis=-1
-        )
+        return np.stack([np.asarray(getattr(self, f), dtype=np.float64) for f in _FIELDS], axis=-1)
 
     def copy(self) -> RefState:
         return RefState(*(np.array(getattr(self, f)) for f in _FIELDS))
@@ -454,6 +452,4 @@ def generate(
                 nxt, resolution, previous=previous, velocity=velocity, occlusion=occlusion
             )
         state = nxt
-    return RefBatch(
-        frames, masks, states, ivs, graphs, np.full(n_sequences, index, dtype=np.int64)
-    )
+    return RefBatch(frames, masks, states, ivs, graphs, np.full(n_sequences, index, dtype=np.int64))
