@@ -20,6 +20,7 @@ if not torch.cuda.is_available():
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from s2ssm.errors import InvalidInputError, InvalidTypeError
 from s2ssm.triton_kernels import (
     BACKEND_ENV_VAR,
@@ -134,7 +135,7 @@ def test_reference_hand_computed() -> None:
     torch.testing.assert_close(y2, (y + 3.0 * u) * silu2)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(
     batch=st.integers(1, 2),
     dim=st.sampled_from([1, 3, 6]),
@@ -300,7 +301,7 @@ def test_triton_matches_reference(case) -> None:
     assert_close_all(got, want, rtol=1e-4, atol=1e-5)
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(
     batch=st.integers(1, 2),
     dim=st.integers(1, 7),

@@ -22,6 +22,7 @@ if not torch.cuda.is_available():
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from s2ssm.errors import InvalidInputError, InvalidTypeError
 from s2ssm.triton_kernels import BACKEND_ENV_VAR, slot_attention, slot_attention_ref
 
@@ -199,7 +200,7 @@ def test_triton_matches_reference(case) -> None:
     assert_all_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     bs=st.integers(1, 3),
     h=st.integers(1, 2),

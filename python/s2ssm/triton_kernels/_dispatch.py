@@ -49,8 +49,15 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
-def resolve_backend(backend: str | None, *tensors: torch.Tensor | None) -> Backend:
-    """Pick the backend for an op called on ``tensors`` (``None`` entries are ignored)."""
+def resolve_backend(
+    backend: str | None, *tensors: torch.Tensor | None, kernel_ok: bool = True
+) -> Backend:
+    """Pick the backend for an op called on ``tensors`` (``None`` entries are ignored).
+
+    ``kernel_ok=False`` (e.g. float64 inputs, which the kernels do not take) makes the automatic
+    choice fall back to the reference; a forced ``"triton"`` is returned anyway and then fails
+    with the op's own clear error.
+    """
     choice = backend
     if choice is None:
         env = os.environ.get(BACKEND_ENV_VAR, "").strip().lower()
@@ -65,7 +72,7 @@ def resolve_backend(backend: str | None, *tensors: torch.Tensor | None) -> Backe
     present = [t for t in tensors if t is not None]
     if choice is None:
         on_cuda = bool(present) and all(t.is_cuda for t in present)
-        return "triton" if on_cuda and has_triton() else "reference"
+        return "triton" if on_cuda and kernel_ok and has_triton() else "reference"
     if choice == "triton":
         if not has_triton():
             raise InvalidInputError("backend='triton' requested but the triton package is missing")

@@ -254,7 +254,8 @@ def selective_scan(
     """
     check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
     tensors = (u, delta, A, B, C, D, z, delta_bias)
-    if resolve_backend(backend, *tensors) == "triton":
+    kernel_ok = all(t is None or t.dtype in _KERNEL_DTYPES for t in tensors)
+    if resolve_backend(backend, *tensors, kernel_ok=kernel_ok) == "triton":
         return selective_scan_triton(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
         )

@@ -275,10 +275,10 @@ def check_state_update_inputs(
             f"state: expected a non-empty (batch, D, N) tensor, got {tuple(state.shape)}"
         )
     batch, dim, n = state.shape
-    for name, t in (("x", x), ("dt", dt), ("z", z)):
-        if t is not None and tuple(t.shape) != (batch, dim):
+    for name, vec in (("x", x), ("dt", dt), ("z", z)):
+        if vec is not None and tuple(vec.shape) != (batch, dim):
             raise InvalidInputError(
-                f"{name}: expected shape ({batch}, {dim}), got {tuple(t.shape)}"
+                f"{name}: expected shape ({batch}, {dim}), got {tuple(vec.shape)}"
             )
     if z is not None:
         _check_float("z", z)

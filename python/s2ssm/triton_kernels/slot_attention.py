@@ -105,7 +105,7 @@ class _SlotAttentionFn(torch.autograd.Function):
         dout = torch.zeros((bs, h, sq, dv), device=qc.device) if dout is None else dout
         dout = dout.contiguous()
         has_dw = ctx.return_weights and dw is not None
-        dwc = dw.contiguous() if has_dw else dout
+        dwc = dw.contiguous() if has_dw and dw is not None else dout
         dq, dk, dvv = torch.empty_like(qc), torch.empty_like(kc), torch.empty_like(vc)
         ds = (
             torch.empty((bs, h, sq, sk), device=qc.device, dtype=torch.float32)
@@ -196,7 +196,10 @@ def slot_attention(
         masked give zero output and zero weights.
     """
     check_attention_inputs(q, k, v, mask)
-    if resolve_backend(backend, q, k, v, mask) == "triton":
+    kernel_ok = all(t.dtype in _KERNEL_DTYPES for t in (q, k, v)) and k.dtype == v.dtype == q.dtype
+    if mask is not None and mask.is_floating_point():
+        kernel_ok = kernel_ok and mask.dtype in _KERNEL_DTYPES
+    if resolve_backend(backend, q, k, v, mask, kernel_ok=kernel_ok) == "triton":
         return slot_attention_triton(q, k, v, mask, return_weights, scale=scale)
     return slot_attention_ref(
         q, k, v, mask, return_weights, scale=_resolve_scale(scale, q.shape[-1])
