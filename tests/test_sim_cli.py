@@ -1,0 +1,200 @@
+"""``s2ssm generate``: sharded files, manifest, resume after an interruption, bad arguments,
+CITRIS export, and the torch datasets over the simulator and over the files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from s2ssm import sim
+from s2ssm.sim import io as sim_io
+from s2ssm.sim.cli import main
+
+
+def run_cli(*args: str) -> int:
+    return main(["--quiet", *args])
+
+
+def listing(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
+@pytest.mark.parametrize("fmt", ["npz", "npy"])
+def test_writes_shards_and_manifest(tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / "data"
+    args = ["--env", "bounce", "--sequences", "11", "--length", "7", "--out", str(out)]
+    assert run_cli(*args, "--shard-size", "4", "--seed", "9", "--format", fmt) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["n_shards"] == 3
+    assert manifest["config"]["env"] == "bounce" and manifest["config"]["seed"] == 9
+    assert manifest["format_version"] == sim_io.FORMAT_VERSION
+    assert manifest["fields"]["frames"]["shape"] == [1, 7, 32, 32, 3]
+    assert [s["n_sequences"] for s in manifest["shards"]] == [4, 4, 3]
+    assert not [name for name in listing(out) if name.endswith(".tmp")]
+    data = sim_io.open_dataset(out)
+    data.verify()
+    assert len(data) == 11
+    want = sim.generate("bounce", 11, 7, seed=9)
+    for i in (0, 3, 4, 10, -1):
+        item = data[i]
+        for name, array in want.arrays().items():
+            np.testing.assert_array_equal(item[name], array[i])
+    if fmt == "npy":
+        assert isinstance(data.shard_arrays(0)["frames"], np.memmap)
+
+
+def test_resume_after_interruption(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ["--env", "sine", "--sequences", "10", "--length", "5", "--shard-size", "3"]
+    clean = tmp_path / "clean"
+    assert run_cli(*args, "--out", str(clean)) == 0
+
+    out = tmp_path / "resumed"
+    calls = {"n": 0}
+    real_generate = sim_io.generate
+
+    def flaky(*a: object, **kw: object) -> sim.PongBatch:
+        calls["n"] += 1
+        if calls["n"] == 4:  # 1 validation call, then shards 0 and 1, then Ctrl-C
+            raise KeyboardInterrupt
+        return real_generate(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sim_io, "generate", flaky)
+    assert run_cli(*args, "--out", str(out)) == 130
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not manifest["complete"] and len(manifest["shards"]) == 2
+    assert listing(out) == ["manifest.json", "shard_00000.npz", "shard_00001.npz"]
+    # A half-written shard left by a hard kill is ignored and replaced.
+    (out / ".shard_00002.npz.x.tmp").write_bytes(b"partial")
+    (out / "shard_00002.npz").write_bytes(b"junk not in the manifest")
+
+    monkeypatch.setattr(sim_io, "generate", real_generate)
+    written = []
+    monkeypatch.setattr(
+        sim_io,
+        "generate",
+        lambda *a, **kw: written.append(kw.get("start_index")) or real_generate(*a, **kw),
+    )
+    assert run_cli(*args, "--out", str(out)) == 0
+    assert written == [None, 6, 9]  # validation call, then only the missing shards
+    assert listing(out) == listing(clean)
+    a = json.loads((clean / "manifest.json").read_text())["shards"]
+    b = json.loads((out / "manifest.json").read_text())["shards"]
+    assert a == b  # same files, same sha256
+
+
+def test_rerun_with_other_settings_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = str(tmp_path / "d")
+    assert run_cli("--sequences", "2", "--length", "3", "--out", out) == 0
+    before = listing(Path(out))
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("--sequences", "2", "--length", "4", "--out", out)
+    assert exit_info.value.code == 2
+    assert "holds a different dataset" in capsys.readouterr().err
+    assert listing(Path(out)) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env", "pong"], "valid names: neutral"),
+        (["--sequences", "0"], "positive integer"),
+        (["--length", "-2"], "positive integer"),
+        (["--resolution", "200"], "16 to 128"),
+        (["--resolution", "x"], "positive integer"),
+        (["--format", "csv"], "invalid choice"),
+        (["--intervention-prob", "0.5"], "intervention_prob"),
+    ],
+)
+def test_bad_arguments_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    out = tmp_path / "never"
+    base = {"--sequences": "2", "--length": "3", "--out": str(out)}
+    for key, value in zip(args[::2], args[1::2], strict=True):
+        base[key] = value
+    argv = [item for pair in base.items() for item in pair]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() or listing(out) == []
+
+
+def test_unwritable_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit):
+        run_cli("--sequences", "1", "--length", "2", "--out", str(blocker))
+    assert "not a directory" in capsys.readouterr().err
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(SystemExit):
+            run_cli("--sequences", "1", "--length", "2", "--out", str(locked / "sub"))
+        assert "cannot write" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_cli("--sequences", "1", "--length", "2", "--out", str(blocker / "sub"))
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_citris_export(tmp_path: Path) -> None:
+    path = tmp_path / "train.npz"
+    assert run_cli("--citris", "--sequences", "1", "--length", "30", "--out", str(path)) == 0
+    data = np.load(path)
+    assert data["images"].shape == (30, 32, 32, 4) and data["images"].dtype == np.uint8
+    assert data["latents"].shape == (30, 8) and data["latents"].dtype == np.float32
+    assert data["targets"].shape == (29, 8)
+    assert list(data["keys"]) == list(sim_io.CITRIS_KEYS)
+    batch = sim.generate("neutral", 1, 30, seed=0, velocity="next_channel")
+    np.testing.assert_array_equal(data["images"][..., :3], batch.frames[0, ..., :3])
+    np.testing.assert_array_equal(data["images"][..., 3], 255 - batch.frames[0, ..., 3])
+    np.testing.assert_array_equal(data["latents"][:, 2], batch.states[0, :, 2])  # ball_x
+    np.testing.assert_array_equal(data["targets"][:, 4], batch.interventions[0, 1:, 3])
+    assert not data["targets"][:, [1, 6, 7]].any()
+
+
+def test_torch_datasets(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from s2ssm.sim.torch_data import PongIterableDataset, PongShardDataset
+
+    want = sim.generate("friction", 9, 4, seed=2)
+    stream = PongIterableDataset("friction", 9, 4, seed=2, batch_size=4)
+    items = list(stream)
+    assert len(items) == 9 and isinstance(items[0]["frames"], torch.Tensor)
+    np.testing.assert_array_equal(torch.stack([i["frames"] for i in items]).numpy(), want.frames)
+    loader = torch.utils.data.DataLoader(stream, batch_size=3, num_workers=2)
+    got = torch.cat([b["states"] for b in loader]).numpy()
+    order = np.lexsort(got.reshape(9, -1).T)
+    np.testing.assert_array_equal(got[order], want.states[np.lexsort(want.states.reshape(9, -1).T)])
+
+    out = tmp_path / "d"
+    assert (
+        run_cli(
+            "--env",
+            "friction",
+            "--sequences",
+            "9",
+            "--length",
+            "4",
+            "--seed",
+            "2",
+            "--format",
+            "npy",
+            "--shard-size",
+            "5",
+            "--out",
+            str(out),
+        )
+        == 0
+    )
+    files = PongShardDataset(out)
+    assert len(files) == 9
+    batch = next(iter(torch.utils.data.DataLoader(files, batch_size=9)))
+    np.testing.assert_array_equal(batch["masks"].numpy(), want.masks)
+    np.testing.assert_array_equal(batch["local_graphs"].numpy(), want.local_graphs)
