@@ -169,5 +169,7 @@ class Mamba(nn.Module):
             z=z,
             dt_bias=self.dt_proj.bias.float(),
             dt_softplus=True,
+            # the step kernel has no backward: auto-dispatch picks it only without autograd
+            backend="reference" if self.backend == "reference" else None,
         )
         return self.out_proj(y), conv_state, ssm_state

@@ -13,6 +13,7 @@ from s2ssm.triton_kernels.selective_scan import (
     selective_scan,
     selective_scan_triton,
     selective_state_update,
+    selective_state_update_triton,
 )
 from s2ssm.triton_kernels.selective_scan_ref import (
     selective_scan_chunked,
@@ -32,6 +33,7 @@ __all__ = [
     "selective_scan_triton",
     "selective_state_update",
     "selective_state_update_ref",
+    "selective_state_update_triton",
     "slot_attention",
     "slot_attention_ref",
     "slot_attention_triton",

@@ -187,3 +187,45 @@ def _scan_bwd_kernel(
     tl.store(da_ptr + row[:, None] * N + offs_n[None, :], da_acc, mask=dn_mask)
     if HAS_D:
         tl.store(dd_ptr + row, dd_acc, mask=d_mask)
+
+
+@triton.jit
+def _state_update_kernel(
+    state_ptr, x_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, dskip_ptr, z_ptr, bias_ptr, out_ptr,
+    DIM, N, DPG, N_DBLK, GROUPS,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """One recurrent step for a block of channels; the state is updated in place."""
+    pid_b = tl.program_id(0)
+    pid_gd = tl.program_id(1)
+    grp = pid_gd // N_DBLK
+    offs_dg = (pid_gd % N_DBLK) * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_mask = offs_dg < DPG
+    offs_d = grp * DPG + offs_dg
+    offs_n = tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N
+    dn_mask = d_mask[:, None] & n_mask[None, :]
+    row = (pid_b * DIM + offs_d).to(tl.int64)
+    sptr = state_ptr + row[:, None] * N + offs_n[None, :]
+    state = tl.load(sptr, mask=dn_mask, other=0.0).to(tl.float32)
+    a_tile = tl.load(a_ptr + offs_d[:, None] * N + offs_n[None, :], mask=dn_mask, other=0.0)
+    x = tl.load(x_ptr + row, mask=d_mask, other=0.0).to(tl.float32)
+    dt = tl.load(dt_ptr + row, mask=d_mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        dt += tl.load(bias_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)
+    if SOFTPLUS:
+        dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0))), dt)
+    bc_off = ((pid_b * GROUPS + grp) * N + offs_n).to(tl.int64)
+    bv = tl.load(b_ptr + bc_off, mask=n_mask, other=0.0).to(tl.float32)
+    cv = tl.load(c_ptr + bc_off, mask=n_mask, other=0.0).to(tl.float32)
+    decay = tl.exp(dt[:, None] * a_tile.to(tl.float32))
+    state = decay * state + (dt * x)[:, None] * bv[None, :]
+    tl.store(sptr, state.to(state_ptr.dtype.element_ty), mask=dn_mask)
+    out = tl.sum(state * cv[None, :], axis=1)
+    if HAS_D:
+        out += x * tl.load(dskip_ptr + offs_d, mask=d_mask, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_ptr + row, mask=d_mask, other=0.0).to(tl.float32)
+        out = out * z * tl.sigmoid(z)
+    tl.store(out_ptr + row, out.to(out_ptr.dtype.element_ty), mask=d_mask)

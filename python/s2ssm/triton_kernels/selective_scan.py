@@ -41,7 +41,13 @@ from s2ssm.triton_kernels.selective_scan_ref import (
 
 HAS_TRITON = has_triton()
 
-__all__ = ["HAS_TRITON", "selective_scan", "selective_scan_triton", "selective_state_update"]
+__all__ = [
+    "HAS_TRITON",
+    "selective_scan",
+    "selective_scan_triton",
+    "selective_state_update",
+    "selective_state_update_triton",
+]
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -264,7 +270,7 @@ def selective_scan(
     )
 
 
-def selective_state_update(
+def selective_state_update_triton(
     state: torch.Tensor,
     x: torch.Tensor,
     dt: torch.Tensor,
@@ -276,11 +282,72 @@ def selective_state_update(
     dt_bias: torch.Tensor | None = None,
     dt_softplus: bool = False,
 ) -> torch.Tensor:
+    """One recurrent step with a Triton kernel (no autograd; see :func:`selective_state_update`)."""
+    if not HAS_TRITON:
+        raise InvalidInputError("selective_state_update_triton needs the triton package")
+    check_state_update_inputs(state, x, dt, A, B, C, D, z, dt_bias)
+    _check_kernel_dtypes(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
+    batch, dim, n = state.shape
+    gb = 1 if B.dim() == 2 else B.shape[1]
+    gc = 1 if C.dim() == 2 else C.shape[1]
+    groups = gb * gc // math.gcd(gb, gc)
+    bc = _as_grouped(B.unsqueeze(-1), groups)  # (batch, groups, N, 1): the layout of (b, g, N)
+    cc = _as_grouped(C.unsqueeze(-1), groups)
+    sc = state if state.is_contiguous() else state.contiguous()
+    xc, dtc, ac = x.contiguous(), dt.contiguous(), A.contiguous()
+    Dc, zc, biasc = _opt(D), _opt(z), _opt(dt_bias)
+    dpg = dim // groups
+    block_n = max(2, _next_pow2(n))
+    block_d = max(2, min(_next_pow2(dpg), max(1, 2048 // block_n)))
+    if triton_interpret():
+        block_d = min(block_d, 4)
+    n_dblk = cdiv(dpg, block_d)
+    out = torch.empty_like(xc)
+    kern = kernel_module("_selective_scan_kernels", sc)
+    kern._state_update_kernel[(batch, groups * n_dblk)](
+        sc, xc, dtc, ac, bc, cc,
+        Dc if Dc is not None else xc, zc if zc is not None else xc,
+        biasc if biasc is not None else xc, out,
+        dim, n, dpg, n_dblk, groups,
+        HAS_D=Dc is not None, HAS_Z=zc is not None, HAS_BIAS=biasc is not None,
+        SOFTPLUS=bool(dt_softplus), BLOCK_D=block_d, BLOCK_N=block_n, num_warps=4,
+    )  # fmt: skip
+    if sc is not state:
+        state.copy_(sc)
+    return out
+
+
+def selective_state_update(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
+    backend: str | None = None,
+) -> torch.Tensor:
     """One recurrent step with the scan's math, for autoregressive rollout.
 
     ``state`` (batch, D, N) is updated in place; ``x, dt, z`` are (batch, D); ``B, C`` are
-    (batch, N) or grouped (batch, G, N). Returns ``out`` (batch, D) in ``x``'s dtype. Gradients
-    flow through the PyTorch implementation (state must not be a leaf that requires grad).
+    (batch, N) or grouped (batch, G, N). Returns ``out`` (batch, D) in ``x``'s dtype.
+
+    The Triton kernel has no backward: when autograd is recording and an input requires grad,
+    the automatic choice takes the PyTorch path, through which gradients flow (``state`` must
+    then not be a leaf that requires grad). Forcing ``backend="triton"`` in that case raises.
     """
     check_state_update_inputs(state, x, dt, A, B, C, D, z, dt_bias)
+    tensors = (state, x, dt, A, B, C, D, z, dt_bias)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    kernel_ok = not needs_grad and all(t is None or t.dtype in _KERNEL_DTYPES for t in tensors)
+    if resolve_backend(backend, *tensors, kernel_ok=kernel_ok) == "triton":
+        if needs_grad:
+            raise InvalidInputError(
+                "selective_state_update: the Triton kernel has no backward; use "
+                "backend='reference' (or torch.no_grad()) when inputs require grad"
+            )
+        return selective_state_update_triton(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
     return selective_state_update_ref(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)

@@ -319,7 +319,9 @@ def selective_state_update_ref(
     decay = torch.exp(step.unsqueeze(-1) * A.to(dtype))
     b = _per_channel(B.unsqueeze(-1), dim, dtype).squeeze(-1)  # (batch, D|1, N)
     c = _per_channel(C.unsqueeze(-1), dim, dtype).squeeze(-1)
-    new_state = decay * state.to(dtype) + (step * x.to(dtype)).unsqueeze(-1) * b
+    # clone: autograd saves the previous state, which the in-place update below overwrites
+    prev = state.to(dtype).clone()
+    new_state = decay * prev + (step * x.to(dtype)).unsqueeze(-1) * b
     state.copy_(new_state)
     out = (new_state * c).sum(-1)
     if D is not None:
