@@ -41,7 +41,10 @@ _VALID = ("triton", "reference")
 @functools.cache
 def has_triton() -> bool:
     """Whether the ``triton`` package can be imported (checked once, without importing it)."""
-    return importlib.util.find_spec("triton") is not None
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):  # e.g. sys.modules["triton"] = None
+        return False
 
 
 def triton_interpret() -> bool:
