@@ -176,7 +176,7 @@ fn exact_counts<'py, I>(
     out: Option<Bound<'py, PyArray3<u64>>>,
 ) -> PyResult<Bound<'py, PyArray3<u64>>>
 where
-    I: numpy::Element + Copy + Into<u64> + Sync,
+    I: numpy::Element + graph::Entry,
 {
     let (b, l, n) = stack_dims(py, layers.shape())?;
     let data = contiguous!(py, layers, "layers");

@@ -9,7 +9,7 @@
 pub mod bits;
 mod paths;
 
-pub use paths::{path_counts_f64, path_counts_u64, reachability, Layout};
+pub use paths::{path_counts_f64, path_counts_u64, reachability, Entry, Layout};
 
 use crate::error::{CoreError, CoreResult};
 use bits::{

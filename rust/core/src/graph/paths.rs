@@ -141,19 +141,49 @@ fn add_product<T: Count>(left: &[T], right: &[T], n: usize, binary: Binary, out:
     }
 }
 
-/// [`add_product`] with the size known at compile time for the common 8-node graphs.
+/// `out += left @ right` for 8 x 8 matrices: fixed sizes and no data-dependent branches, so
+/// the compiler unrolls the loops and keeps each output row in one SIMD register.
+#[inline(always)]
+fn add_product_8x8<T: Count>(left: &[T; 64], right: &[T; 64], binary: Binary, out: &mut [T; 64]) {
+    for i in 0..8 {
+        let mut row = [T::ZERO; 8];
+        row.copy_from_slice(&out[8 * i..8 * i + 8]);
+        for k in 0..8 {
+            let a = left[8 * i + k];
+            let right_row = &right[8 * k..8 * k + 8];
+            for j in 0..8 {
+                row[j] = match binary {
+                    Binary::Left => T::mul_add_binary(row[j], right_row[j], a),
+                    Binary::Right => T::mul_add_binary(row[j], a, right_row[j]),
+                    Binary::None => T::mul_add(row[j], a, right_row[j]),
+                };
+            }
+        }
+        out[8 * i..8 * i + 8].copy_from_slice(&row);
+    }
+}
+
+/// [`add_product`], through [`add_product_8x8`] for the common 8-node graphs.
 fn add_product_sized<T: Count>(left: &[T], right: &[T], n: usize, binary: Binary, out: &mut [T]) {
-    match n {
-        8 => add_product(left, right, 8, binary, out),
-        _ => add_product(left, right, n, binary, out),
+    let fixed = (<&[T; 64]>::try_from(left), <&[T; 64]>::try_from(right));
+    if let ((Ok(left), Ok(right)), Ok(out)) = (fixed, <&mut [T; 64]>::try_from(&mut *out)) {
+        match binary {
+            Binary::Left => add_product_8x8(left, right, Binary::Left, out),
+            Binary::Right => add_product_8x8(left, right, Binary::Right, out),
+            Binary::None => add_product_8x8(left, right, Binary::None, out),
+        }
+    } else {
+        add_product(left, right, n, binary, out);
     }
 }
 
 /// Path-count product of one stack of `n_layers` matrices into `out` (`n x n`).
+/// `binary[l]` says whether layer `l` holds only zeros and ones.
 fn stack_product<T: Count>(
     stack: &[T],
     n: usize,
     layout: Layout,
+    binary: &[bool],
     out: &mut [T],
     scratch: &mut [T],
 ) {
@@ -162,9 +192,8 @@ fn stack_product<T: Count>(
     for i in 0..n {
         out[i * n + i] = T::add(out[i * n + i], T::ONE);
     }
-    for layer in stack.chunks_exact(cells).skip(1) {
+    for (layer, &layer_binary) in stack.chunks_exact(cells).zip(binary).skip(1) {
         scratch.copy_from_slice(out);
-        let layer_binary = layer.iter().all(|&v| v == T::ZERO || v == T::ONE);
         // ParentChild: P <- P (A + I) = P + P A; ChildParent: P <- (A + I) P = P + A P.
         let (left, right, binary) = match (layout, layer_binary) {
             (Layout::ParentChild, true) => (&*scratch, layer, Binary::Right),
@@ -176,17 +205,13 @@ fn stack_product<T: Count>(
     }
 }
 
-/// Upper bound of every entry of the product, or `None` when it may not fit in a `u64`.
-fn count_bound(stack: &[u64], n: usize) -> Option<u64> {
-    let mut bound: u64 = 1;
-    for layer in stack.chunks_exact(n * n) {
-        let max_row_sum = layer
-            .chunks_exact(n)
-            .map(|row| row.iter().try_fold(1u64, |acc, &v| acc.checked_add(v)))
-            .try_fold(0u64, |acc, row| row.map(|r| acc.max(r)))?;
-        bound = bound.checked_mul(max_row_sum)?;
-    }
-    Some(bound)
+/// Upper bound of every entry of the product from the bitwise OR of each layer's entries
+/// (an upper bound of its largest entry): `prod_l (n * or_l + 1)`, or `None` past `u64::MAX`.
+fn count_bound(layer_ors: &[u64], n: usize) -> Option<u64> {
+    layer_ors.iter().try_fold(1u64, |bound, &or| {
+        let factor = (n as u64).checked_mul(or)?.checked_add(1)?;
+        bound.checked_mul(factor)
+    })
 }
 
 /// Exact checked product of one stack, for stacks whose bound does not fit in 64 bits.
@@ -228,69 +253,132 @@ fn checked_stack_product(
     Some(())
 }
 
-/// Buffers for exact products in the narrowest integer type that cannot overflow
-/// (narrow lanes make the SIMD loops wider: 8 x u16 per 128-bit register).
+/// Integer entry types of layer stacks.
+pub trait Entry: Copy + Into<u64> + Sync {}
+impl Entry for u8 {}
+impl Entry for u64 {}
+
+/// Unsigned types the exact product runs in (narrow lanes make the SIMD loops wider).
+trait Lane: Count {
+    /// `value` truncated to this type (callers check it fits).
+    fn from_u64(value: u64) -> Self;
+    fn to_u64(self) -> u64;
+}
+
+macro_rules! impl_lane {
+    ($($t:ty),*) => {$(
+        impl Lane for $t {
+            #[inline(always)]
+            fn from_u64(value: u64) -> Self {
+                value as $t
+            }
+            #[inline(always)]
+            fn to_u64(self) -> u64 {
+                u64::from(self)
+            }
+        }
+    )*};
+}
+
+impl_lane!(u16, u32, u64);
+
+/// Input, product and scratch buffers of one lane type.
+struct Buffers<T> {
+    stack: Vec<T>,
+    product: Vec<T>,
+    scratch: Vec<T>,
+}
+
+impl<T: Lane> Buffers<T> {
+    fn new(stack_len: usize, cells: usize) -> Self {
+        Buffers {
+            stack: vec![T::ZERO; stack_len],
+            product: vec![T::ZERO; cells],
+            scratch: vec![T::ZERO; cells],
+        }
+    }
+
+    /// Exact product of `input` in lane type `T` (the caller checked the bound), into `out`.
+    fn product<I: Entry>(
+        &mut self,
+        input: &[I],
+        n: usize,
+        layout: Layout,
+        binary: &[bool],
+        out: &mut [u64],
+    ) {
+        for (s, &v) in self.stack.iter_mut().zip(input) {
+            *s = T::from_u64(v.into());
+        }
+        stack_product(
+            &self.stack,
+            n,
+            layout,
+            binary,
+            &mut self.product,
+            &mut self.scratch,
+        );
+        for (o, &v) in out.iter_mut().zip(&self.product) {
+            *o = v.to_u64();
+        }
+    }
+}
+
+/// Per-task buffers of the exact path counts, in u16, u32 and u64 lanes.
 struct ExactWorkspace {
-    wide: Vec<u64>,
-    wide_out: Vec<u64>,
-    narrow16: (Vec<u16>, Vec<u16>, Vec<u16>),
-    narrow32: (Vec<u32>, Vec<u32>, Vec<u32>),
+    narrow16: Buffers<u16>,
+    narrow32: Buffers<u32>,
+    wide: Buffers<u64>,
+    layer_ors: Vec<u64>,
+    binary: Vec<bool>,
 }
 
 impl ExactWorkspace {
-    fn new(stack_len: usize, cells: usize) -> Self {
+    fn new(n_layers: usize, n: usize) -> Self {
+        let (cells, stack_len) = (n * n, n_layers * n * n);
         ExactWorkspace {
-            wide: vec![0; stack_len],
-            wide_out: vec![0; cells],
-            narrow16: (vec![0; stack_len], vec![0; cells], vec![0; cells]),
-            narrow32: (vec![0; stack_len], vec![0; cells], vec![0; cells]),
+            narrow16: Buffers::new(stack_len, cells),
+            narrow32: Buffers::new(stack_len, cells),
+            wide: Buffers::new(stack_len, cells),
+            layer_ors: vec![0; n_layers],
+            binary: vec![false; n_layers],
         }
     }
 
     /// Exact product of one stack into `out`; `None` when a count exceeds `u64::MAX`.
-    fn product<I: Copy + Into<u64>>(
+    fn product<I: Entry>(
         &mut self,
         input: &[I],
-        n_layers: usize,
         n: usize,
         layout: Layout,
         out: &mut [u64],
     ) -> Option<()> {
-        for (w, &v) in self.wide.iter_mut().zip(input) {
-            *w = v.into();
+        let n_layers = self.layer_ors.len();
+        for ((or, binary), layer) in self
+            .layer_ors
+            .iter_mut()
+            .zip(&mut self.binary)
+            .zip(input.chunks_exact(n * n))
+        {
+            *or = layer.iter().fold(0u64, |acc, &v| acc | v.into());
+            *binary = *or <= 1;
         }
-        match count_bound(&self.wide, n) {
+        match count_bound(&self.layer_ors, n) {
             Some(bound) if bound <= u64::from(u16::MAX) => {
-                let (stack, product, scratch) = &mut self.narrow16;
-                narrow_product(&self.wide, stack, n, layout, product, scratch, out);
+                self.narrow16.product(input, n, layout, &self.binary, out)
             }
             Some(bound) if bound <= u64::from(u32::MAX) => {
-                let (stack, product, scratch) = &mut self.narrow32;
-                narrow_product(&self.wide, stack, n, layout, product, scratch, out);
+                self.narrow32.product(input, n, layout, &self.binary, out)
             }
-            Some(_) => stack_product(&self.wide, n, layout, out, &mut self.wide_out),
-            None => checked_stack_product(&self.wide, n_layers, n, layout, out)?,
+            Some(_) => self.wide.product(input, n, layout, &self.binary, out),
+            None => {
+                for (s, &v) in self.wide.stack.iter_mut().zip(input) {
+                    *s = v.into();
+                }
+                checked_stack_product(&self.wide.stack, n_layers, n, layout, out)?;
+            }
         }
         Some(())
-    }
-}
-
-/// [`stack_product`] in a narrower type `T` (the caller checked the bound), widened into `out`.
-fn narrow_product<T: Count + TryFrom<u64> + Into<u64>>(
-    wide: &[u64],
-    stack: &mut [T],
-    n: usize,
-    layout: Layout,
-    product: &mut [T],
-    scratch: &mut [T],
-    out: &mut [u64],
-) {
-    for (s, &v) in stack.iter_mut().zip(wide) {
-        *s = T::try_from(v).unwrap_or(T::ZERO);
-    }
-    stack_product(stack, n, layout, product, scratch);
-    for (o, &v) in out.iter_mut().zip(product.iter()) {
-        *o = v.into();
     }
 }
 
@@ -306,7 +394,7 @@ pub fn path_counts_u64<I>(
     out: &mut [u64],
 ) -> CoreResult<()>
 where
-    I: Copy + Into<u64> + Sync,
+    I: Entry,
 {
     check_stack(layers.len(), batch, n_layers, n, out.len(), n * n)?;
     let (cells, stack_len) = (n * n, n_layers * n * n);
@@ -315,13 +403,13 @@ where
         .zip(layers.par_chunks(STACKS_PER_TASK * stack_len))
         .enumerate()
         .map(|(task, (out, layers))| {
-            let mut work = ExactWorkspace::new(stack_len, cells);
+            let mut work = ExactWorkspace::new(n_layers, n);
             for (index, (o, input)) in out
                 .chunks_exact_mut(cells)
                 .zip(layers.chunks_exact(stack_len))
                 .enumerate()
             {
-                if work.product(input, n_layers, n, layout, o).is_none() {
+                if work.product(input, n, layout, o).is_none() {
                     return Some(task * STACKS_PER_TASK + index);
                 }
             }
@@ -352,11 +440,15 @@ pub fn path_counts_f64(
         .zip(layers.par_chunks(STACKS_PER_TASK * stack_len))
         .for_each(|(out, layers)| {
             let mut scratch = vec![0f64; cells];
+            let mut binary = vec![false; n_layers];
             for (o, stack) in out
                 .chunks_exact_mut(cells)
                 .zip(layers.chunks_exact(stack_len))
             {
-                stack_product(stack, n, layout, o, &mut scratch);
+                for (flag, layer) in binary.iter_mut().zip(stack.chunks_exact(cells)) {
+                    *flag = layer.iter().all(|&v| v == 0.0 || v == 1.0);
+                }
+                stack_product(stack, n, layout, &binary, o, &mut scratch);
             }
         });
     Ok(())
