@@ -62,13 +62,20 @@ fn load8(bytes: &[u8]) -> u64 {
 #[inline]
 pub fn pack_row(row: &[u8]) -> u64 {
     debug_assert!(row.len() <= 64);
-    let mut bits = 0u64;
+    let (mut bits, mut wide) = (0u64, 0u64);
     let mut chunks = row.chunks_exact(8);
-    let mut shift = 0;
-    for chunk in &mut chunks {
-        bits |= pack8(load8(chunk)) << shift;
-        shift += 8;
+    for (i, chunk) in (&mut chunks).enumerate() {
+        let word = load8(chunk);
+        wide |= word;
+        bits |= pack8_binary(word) << (8 * i);
     }
+    if wide & NOT_BINARY != 0 {
+        bits = 0;
+        for (i, chunk) in row.chunks_exact(8).enumerate() {
+            bits |= pack8(load8(chunk)) << (8 * i);
+        }
+    }
+    let shift = row.len() - chunks.remainder().len();
     for (offset, &byte) in chunks.remainder().iter().enumerate() {
         bits |= u64::from(byte != 0) << (shift + offset);
     }
