@@ -160,6 +160,19 @@ fn static_colour(x: f64, y: f64, scores: [u8; 2]) -> [u8; 3] {
     }
 }
 
+/// Colour of the scene without ball and occluder at `(x, y)`, given the paddles' y spans.
+#[inline]
+fn under_colour(x: f64, y: f64, spans: &[(f64, f64); 2], scores: [u8; 2]) -> [u8; 3] {
+    let [(l0, l1), (r0, r1)] = *spans;
+    if in_rect(x, y, LEFT_PADDLE_X, LEFT_PADDLE_X + PADDLE_WIDTH, l0, l1) {
+        LEFT_PADDLE
+    } else if in_rect(x, y, RIGHT_PADDLE_X, RIGHT_PADDLE_X + PADDLE_WIDTH, r0, r1) {
+        RIGHT_PADDLE
+    } else {
+        static_colour(x, y, scores)
+    }
+}
+
 /// Playfield-clipped y extent of a paddle centred at `p`.
 #[inline]
 fn paddle_span(p: f64) -> (f64, f64) {
@@ -305,8 +318,14 @@ impl Renderer {
     #[inline]
     fn cols(&self, x0: f64, x1: f64) -> core::ops::Range<usize> {
         let res = self.config.resolution as f64;
-        let lo = (x0 / self.unit).floor().clamp(0.0, res) as usize;
-        let hi = ((x1 / self.unit).floor() + 1.0).clamp(0.0, res) as usize;
+        // Truncation is floor for the non-negative values left by the clamps.
+        let lo = (x0 / self.unit).clamp(0.0, res) as usize;
+        let v = x1 / self.unit;
+        let hi = if v < 0.0 {
+            0
+        } else {
+            (v.min(res) as usize + 1).min(self.config.resolution)
+        };
         lo..hi.max(lo)
     }
 
@@ -347,15 +366,8 @@ impl Renderer {
     /// Colour of the scene without ball and occluder at one subsample.
     #[inline]
     fn under_ball(&self, x: f64, y: f64, s: &State) -> [u8; 3] {
-        let (l0, l1) = paddle_span(s.paddle_left);
-        let (r0, r1) = paddle_span(s.paddle_right);
-        if in_rect(x, y, LEFT_PADDLE_X, LEFT_PADDLE_X + PADDLE_WIDTH, l0, l1) {
-            LEFT_PADDLE
-        } else if in_rect(x, y, RIGHT_PADDLE_X, RIGHT_PADDLE_X + PADDLE_WIDTH, r0, r1) {
-            RIGHT_PADDLE
-        } else {
-            static_colour(x, y, [s.score_left, s.score_right])
-        }
+        let spans = [paddle_span(s.paddle_left), paddle_span(s.paddle_right)];
+        under_colour(x, y, &spans, [s.score_left, s.score_right])
     }
 
     /// Renders state `s` into `frame` (`R * R * channels`) and `mask` (`R * R`).
@@ -469,12 +481,16 @@ impl Renderer {
             && by1 < WORLD - BORDER_WIDTH
             && bx0 >= BORDER_WIDTH
             && bx1 < WORLD - BORDER_WIDTH
-            && !overlaps(DIGIT_X[0], DIGIT_X[1] + 3.0, DIGIT_Y, DIGIT_Y + 5.0)
+            && !overlaps(DIGIT_X[0], DIGIT_X[0] + 3.0, DIGIT_Y, DIGIT_Y + 5.0)
+            && !overlaps(DIGIT_X[1], DIGIT_X[1] + 3.0, DIGIT_Y, DIGIT_Y + 5.0)
+            && !overlaps(COLON[0], COLON[0] + 1.0, COLON[1], COLON[2] + 1.0)
             && !paddles
                 .iter()
                 .any(|(_, x0, (y0, y1), _)| overlaps(*x0, x0 + PADDLE_WIDTH, *y0, *y1));
         let rows = self.rows(by0, by1);
         let cols = self.cols(bx0, bx1);
+        let spans = [paddles[0].2, paddles[1].2];
+        let scores = [s.score_left, s.score_right];
         // Squared offsets of the box's subsample coordinates (at most 11 pixels of 4).
         let mut dx2 = [0.0f64; 64];
         let mut dy2 = [0.0f64; 64];
@@ -519,7 +535,7 @@ impl Renderer {
                     for &x in &self.xs[c * SUB..(c + 1) * SUB] {
                         if in_disc(x, y, bx, by) {
                             n += 1;
-                            let under = self.under_ball(x, y, s);
+                            let under = under_colour(x, y, &spans, scores);
                             let colour = self.ball_colour(x, y, cues);
                             for ch in 0..3 {
                                 delta[ch] += i32::from(colour[ch]) - i32::from(under[ch]);
