@@ -126,7 +126,8 @@ class _SelectiveScanFn(torch.autograd.Function):
             dim, length, n, dpg, n_dblk, n_chunks, groups,
             HAS_D=Dc is not None, HAS_Z=zc is not None, HAS_BIAS=biasc is not None,
             SOFTPLUS=delta_softplus, STORE_CHUNKS=need_grad,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=warps,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l,
+            num_warps=warps, enable_fp_fusion=True,
         )  # fmt: skip
         if need_grad:
             ctx.save_for_backward(uc, dc, ac, bc, cc, Dc, zc, biasc, chunks)
@@ -167,7 +168,8 @@ class _SelectiveScanFn(torch.autograd.Function):
             dim, length, n, dpg, n_dblk, n_chunks, groups,
             HAS_D=Dc is not None, HAS_Z=zc is not None, HAS_BIAS=biasc is not None,
             SOFTPLUS=ctx.delta_softplus, HAS_DLAST=dlast is not None,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=warps,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l,
+            num_warps=warps, enable_fp_fusion=True,
         )  # fmt: skip
         grads: list[torch.Tensor | None] = [
             du.to(uc.dtype),
@@ -310,7 +312,8 @@ def selective_state_update_triton(
         biasc if biasc is not None else xc, out,
         dim, n, dpg, n_dblk, groups,
         HAS_D=Dc is not None, HAS_Z=zc is not None, HAS_BIAS=biasc is not None,
-        SOFTPLUS=bool(dt_softplus), BLOCK_D=block_d, BLOCK_N=block_n, num_warps=4,
+        SOFTPLUS=bool(dt_softplus), BLOCK_D=block_d, BLOCK_N=block_n,
+        num_warps=4, enable_fp_fusion=True,
     )  # fmt: skip
     if sc is not state:
         state.copy_(sc)
