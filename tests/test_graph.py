@@ -322,6 +322,18 @@ def test_pack_rows_round_trip(graph_matrix):
     np.testing.assert_array_equal(graph.unpack_rows(packed, graph_matrix.shape[-1]), graph_matrix)
 
 
+@given(adjacency_matrices(st.integers(1, 8), extra_columns=st.integers(0, 0)))
+def test_pack_words_round_trip(graph_matrix):
+    word = graph.pack_words(graph_matrix)
+    assert word.dtype == np.uint64 and word.shape == ()
+    n = graph_matrix.shape[0]
+    expected = sum(1 << (8 * i + j) for i, j in zip(*np.nonzero(graph_matrix), strict=True))
+    assert int(word) == expected
+    np.testing.assert_array_equal(graph.unpack_words(word, n, n), graph_matrix)
+    batch = np.stack([graph_matrix, ~graph_matrix])
+    np.testing.assert_array_equal(graph.unpack_words(graph.pack_words(batch), n, n), batch)
+
+
 def test_results_do_not_depend_on_thread_count():
     rng = np.random.default_rng(3)
     pred, true = rng.random((2, 20000, 8, 8)) < 0.3

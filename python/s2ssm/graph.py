@@ -73,10 +73,12 @@ __all__ = [
     "causal_graph",
     "edge_metrics",
     "pack_rows",
+    "pack_words",
     "path_counts",
     "reachability",
     "shd",
     "unpack_rows",
+    "unpack_words",
 ]
 
 MAX_NODES: int = int(_core.MAX_NODES)
@@ -419,3 +421,30 @@ def unpack_rows(rows: npt.ArrayLike, n_cols: int) -> np.ndarray:
     needed = as_bytes.reshape(*array.shape, 8)[..., : (n_cols + 7) // 8]
     bits = np.unpackbits(needed, axis=-1, count=n_cols, bitorder="little")
     return bits.view(bool)
+
+
+def pack_words(graphs: npt.ArrayLike) -> np.ndarray:
+    """Bit-packs graphs of at most 8 x 8 cells ``(..., R, C)`` into one ``uint64`` each.
+
+    Bit ``8 * i + j`` is cell ``(i, j)``: the core's internal form for 8-node graphs.
+    """
+    array = _as_array("graphs", graphs)
+    if array.ndim < 2 or array.shape[-2] > 8 or array.shape[-1] > 8:
+        raise InvalidInputError(
+            f"graphs: expected (..., R, C) with R, C <= 8, got shape {array.shape}"
+        )
+    rows = pack_rows(array)
+    shifts = (8 * np.arange(rows.shape[-1], dtype=np.uint64)).astype(np.uint64)
+    return np.bitwise_or.reduce(rows << shifts, axis=-1)
+
+
+def unpack_words(words: npt.ArrayLike, n_rows: int, n_cols: int) -> np.ndarray:
+    """Inverse of :func:`pack_words`: ``uint64`` ``(...)`` to bool ``(..., n_rows, n_cols)``."""
+    array = np.asarray(words)
+    if array.dtype != np.uint64:
+        raise InvalidTypeError(f"words: expected a uint64 array, got dtype {array.dtype}")
+    if not (0 <= n_rows <= 8 and 0 <= n_cols <= 8):
+        raise InvalidInputError(f"n_rows, n_cols: expected 0 to 8, got {n_rows}, {n_cols}")
+    shifts = 8 * np.arange(n_rows, dtype=np.uint64)
+    rows = (array[..., None] >> shifts) & np.uint64(0xFF)
+    return unpack_rows(rows, n_cols)
