@@ -62,7 +62,9 @@ def main() -> None:
             for reuse in (True, False):
                 out = sim.generate(args.env, n, t, seed=0, resolution=res) if reuse else None
 
-                def work(res: int = res, threads: int = threads, out: object = out) -> int:
+                def work(
+                    res: int = res, threads: int = threads, out: sim.PongBatch | None = out
+                ) -> int:
                     sim.generate(
                         args.env, n, t, seed=1, resolution=res, num_threads=threads, out=out
                     )

@@ -6,6 +6,7 @@ import _thread
 import hashlib
 import math
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -237,7 +238,7 @@ def test_neutral_speed_constant(runs: dict[int, sim.PongBatch]) -> None:
 def interior(res: int) -> np.ndarray:
     """Pixels whose subsamples all lie inside the borders."""
     xs, _ = ref.subsample_grid(res)
-    inside = ((xs >= 2.0) & (xs < 30.0)).reshape(res, ref.SUB).all(axis=1)
+    inside = np.all(((xs >= 2.0) & (xs < 30.0)).reshape(res, ref.SUB), axis=1)
     return inside[:, None] & inside[None, :]
 
 
@@ -264,8 +265,8 @@ def test_occlusion_hides_but_masks_report() -> None:
     xs, ys = ref.subsample_grid(32)
     x = xs.reshape(32, 4)
     y = ys.reshape(32, 4)
-    inside_col = ((x >= 13) & (x < 19)).all(axis=1)
-    inside_row = ((y >= 2) & (y < 22)).all(axis=1)
+    inside_col = np.all((x >= 13) & (x < 19), axis=1)
+    inside_row = np.all((y >= 2) & (y < 22), axis=1)
     band = inside_row[:, None] & inside_col[None, :]
     behind = ball & band
     assert behind.any(), "the ball never passed behind the occluder"
@@ -354,7 +355,7 @@ def test_intervention_frequencies() -> None:
 
 @pytest.mark.parametrize("env", range(1, 11), ids=lambda e: sim.ENVIRONMENTS[e])
 def test_every_environment_changes_its_mechanism(env: int) -> None:
-    kw = {"seed": 21, "render": False, "intervention_prob": 0.0}
+    kw: dict[str, Any] = {"seed": 21, "render": False, "intervention_prob": 0.0}
     base = sim.generate(0, 40, 30, **kw)
     changed = sim.generate(env, 40, 30, **kw)
     mech = sim.env_mechanisms(env)
@@ -402,7 +403,7 @@ def test_every_environment_changes_its_mechanism(env: int) -> None:
     ],
 )
 def test_bad_arguments(kwargs: dict, error: type, match: str) -> None:
-    args = {"env": "neutral", "n_sequences": 2, "seq_len": 3, "seed": 0}
+    args: dict[str, Any] = {"env": "neutral", "n_sequences": 2, "seq_len": 3, "seed": 0}
     args.update(kwargs)
     with pytest.raises(error, match=match):
         sim.generate(args.pop("env"), args.pop("n_sequences"), args.pop("seq_len"), **args)
@@ -424,7 +425,7 @@ def test_bad_out_arrays() -> None:
     with pytest.raises(InvalidInputError, match="writeable"):
         sim.generate(0, 2, 3, seed=0, out=readonly)
     with pytest.raises(InvalidTypeError, match="out"):
-        sim.generate(0, 2, 3, seed=0, out=[1, 2])
+        sim.generate(0, 2, 3, seed=0, out=[1, 2])  # type: ignore[arg-type]
     missing = {k: v for k, v in arrays.items() if k != "env_ids"}
     with pytest.raises(InvalidTypeError, match="env_ids"):
         sim.generate(0, 2, 3, seed=0, out=missing)

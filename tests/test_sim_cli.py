@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -72,12 +73,13 @@ def test_resume_after_interruption(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (out / "shard_00002.npz").write_bytes(b"junk not in the manifest")
 
     monkeypatch.setattr(sim_io, "generate", real_generate)
-    written = []
-    monkeypatch.setattr(
-        sim_io,
-        "generate",
-        lambda *a, **kw: written.append(kw.get("start_index")) or real_generate(*a, **kw),
-    )
+    written: list[int | None] = []
+
+    def recording(*a: Any, **kw: Any) -> sim.PongBatch:
+        written.append(kw.get("start_index"))
+        return real_generate(*a, **kw)
+
+    monkeypatch.setattr(sim_io, "generate", recording)
     assert run_cli(*args, "--out", str(out)) == 0
     assert written == [None, 6, 9]  # validation call, then only the missing shards
     assert listing(out) == listing(clean)

@@ -3,6 +3,8 @@ masks, interventions and local graphs byte for byte)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -36,7 +38,7 @@ def assert_agree(batch: sim.PongBatch, want: ref.RefBatch) -> None:
 
 @pytest.mark.parametrize("env", range(11), ids=lambda e: sim.ENVIRONMENTS[e])
 def test_every_environment_matches_reference(env: int) -> None:
-    kw = {"seed": 1000 + env, "start_index": 3}
+    kw: dict[str, Any] = {"seed": 1000 + env, "start_index": 3}
     assert_agree(sim.generate(env, 6, 40, **kw), ref.generate(env, 6, 40, **kw))
 
 
@@ -69,7 +71,7 @@ def test_options_match_reference(options: dict) -> None:
 def test_random_settings_match_reference(
     env: int, seed: int, start: int, resolution: int, velocity: str, occlusion: bool
 ) -> None:
-    kw = {
+    kw: dict[str, Any] = {
         "seed": seed,
         "start_index": start,
         "resolution": resolution,

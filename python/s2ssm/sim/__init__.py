@@ -10,6 +10,29 @@
   :mod:`s2ssm.sim.torch_data` (torch datasets, imports torch), :mod:`s2ssm.sim.gym`
   (step-by-step environment).
 
+Environments (mechanism constants are ours; the papers publish none; ``rust/core/src/sim/env.rs``):
+
+==  ==================  =========================================================  ============
+id  name                mechanism change (constants)                               env edge to
+==  ==================  =========================================================  ============
+0   neutral             none: CITRIS dynamics                                      -
+1   sine                dir += 0.35 * sin(2 pi x / 8) before moving                ball
+2   left_away           left paddle steps *away* from the ball height (<= 1.5)     left paddle
+3   right_mirror        right paddle tracks the mirrored height 32 - y             right paddle
+4   friction            speed relaxes (rate 0.5) to 0.8 while abs(x - 16) < 5      ball
+5   bounce              paddle hit: speed * 1.5 (<= 3.5), spin 0.5 * offset / 3   ball
+6   gravity             v_y -= 0.4 per step while x < 16                           ball
+7   gravity_bounce      6 + 5                                                      ball
+8   friction_bounce     4 + 5                                                      ball
+9   sine_left_away      1 + 2                                                      ball, left
+10  gravity_right_away  6 + right paddle steps away from the ball                  ball, right
+==  ==================  =========================================================  ============
+
+Outside the friction band the speed relaxes back to 2 at rate 0.5 (in the neutral environment
+it stays exactly 2). Local env edges appear only on transitions where the mechanism acts
+(sine: always; friction: inside the band; gravity: left half; bounce: on a paddle hit; paddle
+mechanisms: while the paddle tracks), plus on every intervened object.
+
 Graph convention (same as ``s2ssm.graph``'s ``layout="child_parent"``): a local graph is bool
 ``(K, K + 1)``; ``g[i, j]`` is an edge from object ``j`` at ``t - 1`` to object ``i`` at
 ``t`` (row = child, column = parent); the diagonal holds self-loops (kept, an object's own past
