@@ -320,6 +320,24 @@ mod tests {
     }
 
     #[test]
+    fn thread_count_invariant() {
+        let cfg = config(env::ENVIRONMENTS[7].1, true);
+        let pool = |n: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let one = pool(1).install(|| run(&cfg, 5, 50, 6));
+        let three = pool(3).install(|| run(&cfg, 5, 50, 6));
+        assert_eq!(one.frames, three.frames);
+        assert_eq!(one.masks, three.masks);
+        assert_eq!(one.states, three.states);
+        assert_eq!(one.graphs, three.graphs);
+        assert_eq!(one.ivs, three.ivs);
+    }
+
+    #[test]
     fn all_envs_stay_in_field() {
         for (_, mech) in env::ENVIRONMENTS {
             let b = run(&config(mech, false), 0, 8, 200);

@@ -585,3 +585,82 @@ impl Renderer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(resolution: usize, velocity: Velocity, occlusion: bool) -> RenderConfig {
+        RenderConfig {
+            resolution,
+            velocity,
+            occlusion,
+        }
+    }
+
+    fn state() -> State {
+        State {
+            paddle_left: 16.0,
+            paddle_right: 10.0,
+            ball_x: 20.5,
+            ball_y: 8.5,
+            ball_dir: 0.0,
+            ball_speed: 2.0,
+            score_left: 3,
+            score_right: 1,
+        }
+    }
+
+    #[test]
+    fn resolution_out_of_range_is_an_error() {
+        for res in [0, 15, 129, 1000] {
+            assert!(Renderer::new(config(res, Velocity::None, false)).is_err());
+        }
+        assert!(Renderer::new(config(16, Velocity::None, false)).is_ok());
+    }
+
+    /// The fast paths agree with evaluating the full scene at every subsample.
+    #[test]
+    fn fast_paths_match_full_scene() {
+        for res in [16, 32, 37, 64] {
+            for velocity in [Velocity::None, Velocity::Previous] {
+                let r =
+                    Renderer::new(config(res, velocity, false)).unwrap_or_else(|e| panic!("{e}"));
+                let mut s = state();
+                for k in 0..30 {
+                    let f = k as f64;
+                    s.ball_x = 2.0 + (f * 0.731) % 28.0;
+                    s.ball_y = 3.2 + (f * 1.37) % 25.6;
+                    s.paddle_left = 2.0 + (f * 2.11) % 28.0;
+                    s.paddle_right = 2.0 + (f * 0.53) % 28.0;
+                    s.score_left = (k % 5) as u8;
+                    let cues = BallCues {
+                        previous: (s.ball_x - 1.0, s.ball_y + 0.7),
+                        next: (s.ball_x + 1.0, s.ball_y),
+                    };
+                    let mut frame = vec![0u8; r.frame_len()];
+                    let mut mask = vec![0u8; r.mask_len()];
+                    r.render(&s, &cues, &mut frame, &mut mask);
+                    for row in 0..res {
+                        for col in 0..res {
+                            let mut sum = [0i32; 3];
+                            for &y in &r.ys[row * SUB..(row + 1) * SUB] {
+                                for &x in &r.xs[col * SUB..(col + 1) * SUB] {
+                                    let c = r.scene(x, y, &s, &cues);
+                                    for ch in 0..3 {
+                                        sum[ch] += i32::from(c[ch]);
+                                    }
+                                }
+                            }
+                            let p = row * res + col;
+                            for ch in 0..3 {
+                                let want = ((sum[ch] + SUB2 / 2) / SUB2) as u8;
+                                assert_eq!(frame[p * 3 + ch], want, "res {res} pixel {row},{col}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
