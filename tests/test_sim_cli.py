@@ -161,6 +161,7 @@ def test_citris_export(tmp_path: Path) -> None:
     assert not data["targets"][:, [1, 6, 7]].any()
 
 
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
 def test_torch_datasets(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     from s2ssm.sim.torch_data import PongIterableDataset, PongShardDataset
