@@ -19,6 +19,18 @@ from s2ssm.nn import Mamba, SlotAttention
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@pytest.fixture(autouse=True)
+def _exact_fp32_matmul():
+    """References on the GPU must use full fp32 matmuls, whatever other tests set."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 @pytest.mark.parametrize(("d_model", "d_state", "d_conv", "expand"), [(8, 4, 3, 2), (5, 3, 1, 1)])
 def test_mamba_shape_and_backward(d_model: int, d_state: int, d_conv: int, expand: int) -> None:
     torch.manual_seed(0)

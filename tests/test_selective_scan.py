@@ -34,6 +34,20 @@ from s2ssm.triton_kernels import (
 )
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _exact_fp32_matmul():
+    """References on the GPU must use full fp32 matmuls, whatever other tests set."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 # the package attribute ``selective_scan`` is the function; the module is reached through importlib
 scan_mod = importlib.import_module("s2ssm.triton_kernels.selective_scan")
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")

@@ -29,6 +29,20 @@ from s2ssm.errors import InvalidInputError, InvalidTypeError
 from s2ssm.triton_kernels import BACKEND_ENV_VAR, slot_attention, slot_attention_ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _exact_fp32_matmul():
+    """References on the GPU must use full fp32 matmuls, whatever other tests set."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 attn_mod = importlib.import_module("s2ssm.triton_kernels.slot_attention")
 NEG_INF = float("-inf")
 

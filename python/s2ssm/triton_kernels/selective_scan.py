@@ -33,6 +33,7 @@ from s2ssm.triton_kernels._dispatch import (
     triton_interpret,
 )
 from s2ssm.triton_kernels.selective_scan_ref import (
+    _repeat_groups,
     check_scan_inputs,
     check_state_update_inputs,
     selective_scan_chunked,
@@ -73,7 +74,7 @@ def _as_grouped(t: torch.Tensor, groups: int) -> torch.Tensor:
     if t.dim() == 3:
         t = t.unsqueeze(1)
     if t.shape[1] != groups:
-        t = t.repeat_interleave(groups // t.shape[1], dim=1)
+        t = _repeat_groups(t, groups // t.shape[1])
     return t.contiguous()
 
 

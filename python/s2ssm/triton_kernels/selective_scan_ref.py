@@ -141,12 +141,22 @@ def compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
     return torch.float32
 
 
+def _repeat_groups(t: torch.Tensor, times: int) -> torch.Tensor:
+    """Repeat every entry of dim 1 ``times`` times (like ``repeat_interleave``, but its backward
+    is a plain sum, deterministic on CUDA under ``torch.use_deterministic_algorithms``)."""
+    if times == 1:
+        return t
+    shape = list(t.shape)
+    out = t.unsqueeze(2).expand(shape[0], shape[1], times, *shape[2:])
+    return out.reshape(shape[0], shape[1] * times, *shape[2:])
+
+
 def _per_channel(t: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
     """B or C as (batch, D or 1, N, L) in ``dtype``, repeating groups over their channels."""
     t = t.to(dtype)
     if t.dim() == 3:
         return t.unsqueeze(1)
-    return t.repeat_interleave(dim // t.shape[1], dim=1)
+    return _repeat_groups(t, dim // t.shape[1])
 
 
 def _discretize(
