@@ -79,7 +79,8 @@ fn check_len(argument: &'static str, got: usize, want: usize) -> CoreResult<()> 
     Ok(())
 }
 
-/// Sequences handed to one rayon task.
+/// Most sequences handed to one rayon task (fewer for small batches, so that every thread
+/// gets several tasks).
 const SEQUENCES_PER_TASK: usize = 16;
 
 /// Generates sequences `start_index .. start_index + n` of length `seq_len` into `out`.
@@ -134,8 +135,8 @@ pub fn generate_into(
     if n == 0 {
         return Ok(());
     }
-    let chunks = n.div_ceil(SEQUENCES_PER_TASK);
-    let per = SEQUENCES_PER_TASK;
+    let per = (n / (8 * rayon::current_num_threads())).clamp(1, SEQUENCES_PER_TASK);
+    let chunks = n.div_ceil(per);
     // Empty buffers (no drawing) still need `chunks` pieces for the zip below.
     let mut no_frames: Vec<&mut [u8]> = Vec::new();
     let mut no_masks: Vec<&mut [u8]> = Vec::new();
