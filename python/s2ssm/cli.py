@@ -14,11 +14,13 @@ from s2ssm.errors import S2ssmError
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
     from s2ssm import demo
+    from s2ssm.sim import cli as sim_cli
 
     parser = argparse.ArgumentParser(prog="s2ssm", description=__doc__)
     parser.add_argument("--version", action="version", version=f"s2ssm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sim_cli.add_parser(subparsers)
     demo.add_parser(subparsers)
     return parser
 
