@@ -343,7 +343,7 @@ def test_loss_is_mse_plus_lambda_times_paths() -> None:
     model = SlotDynamics(small_model_config(), latent_dim=D)
     slots = torch.randn(2, 5, K, D)
     out = model(slots, torch.tensor([0, 0]))
-    loss0, m0 = dynamics_loss(out, slots, 0.0)
+    loss0, _ = dynamics_loss(out, slots, 0.0)
     loss1, m1 = dynamics_loss(out, slots, 0.25)
     mse = torch.nn.functional.mse_loss(out.pred[:, :-1], slots[:, 1:])
     assert loss0.item() == pytest.approx(mse.item())
@@ -353,19 +353,27 @@ def test_loss_is_mse_plus_lambda_times_paths() -> None:
 
 
 def reference_lambda(cfg: SparsityConfig, errors: list[float]) -> list[float]:
-    """The rule of the LambdaSchedule docstring, written out independently."""
-    lam = cfg.lambda_init if cfg.enabled else 0.0
-    smoothed = None
-    out = []
-    for k, e in enumerate(errors):
-        smoothed = e if smoothed is None else cfg.ema * smoothed + (1 - cfg.ema) * e
-        if cfg.enabled and k >= cfg.warmup_steps:
+    """λ of steps 0..len(errors) by the rule of the LambdaSchedule docstring, written out
+    independently (step k's λ depends on the smoothed errors of steps < k)."""
+    lams: list[float] = []
+    smoothed: float | None = None
+    lam = 0.0
+    for k in range(len(errors) + 1):
+        if not cfg.enabled or k < cfg.warmup_steps:
+            lam = 0.0
+        elif k == cfg.warmup_steps:
+            lam = cfg.lambda_init
+        else:
+            assert smoothed is not None
             if smoothed < cfg.target:
                 lam = min(lam * cfg.growth, cfg.lambda_max)
             else:
                 lam = max(lam * cfg.shrink, cfg.lambda_min)
-        out.append(lam)
-    return out
+        lams.append(lam)
+        if k < len(errors):
+            e = errors[k]
+            smoothed = e if smoothed is None else cfg.ema * smoothed + (1 - cfg.ema) * e
+    return lams
 
 
 @settings(max_examples=60, deadline=None)
@@ -390,9 +398,15 @@ def test_lambda_schedule_follows_its_rule(
         warmup_steps=warmup,
     )
     schedule = LambdaSchedule(cfg)
+    first = schedule.value
     got = [schedule.update(e) for e in errors]
-    assert got == pytest.approx(reference_lambda(cfg, errors), rel=1e-12)
-    assert all(cfg.lambda_min <= v <= cfg.lambda_max for v in got) or not enabled
+    assert first == (cfg.lambda_init if enabled and warmup == 0 else 0.0)
+    expected = reference_lambda(cfg, errors)
+    assert first == expected[0]
+    assert got == pytest.approx(expected[1:], rel=1e-12)
+    active = got[warmup:] if enabled else []
+    assert all(cfg.lambda_min <= v <= cfg.lambda_max for v in active)
+    assert all(v == 0.0 for v in got[: max(0, warmup - 1)])
     if not enabled:
         assert set(got) == {0.0}
 
@@ -400,7 +414,8 @@ def test_lambda_schedule_follows_its_rule(
 def test_lambda_grows_below_target_and_shrinks_above() -> None:
     cfg = SparsityConfig(lambda_init=1e-3, growth=2.0, shrink=0.5, ema=0.0, warmup_steps=1)
     schedule = LambdaSchedule(cfg)
-    assert schedule.update(0.0) == 1e-3  # warm-up step: held
+    assert schedule.value == 0.0  # warm-up step: no penalty
+    assert schedule.update(0.0) == 1e-3  # end of warm-up: lambda_init
     assert schedule.update(0.0) == pytest.approx(2e-3)
     assert schedule.update(1.0) == pytest.approx(1e-3)
     state = schedule.state_dict()

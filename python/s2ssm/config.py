@@ -68,6 +68,7 @@ class DataConfig:
     resolution: int = 32
     mode: str = "fixed"  # "fixed": one dataset generated up front; "stream": fresh each step
     seed: int = 0
+    intervention_prob: float = 0.15  # the simulator's per-step intervention probability
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class VAEConfig:
     """The masked-object VAE that turns each object's masked frame into a slot."""
 
     latent_dim: int = 32  # D, the slot size
-    channels: tuple[int, ...] = (32, 64, 64)  # one stride-2 conv per entry
+    channels: tuple[int, ...] = (32, 64, 64)  # encoder: one stride-2 conv per entry
+    decoder_channels: int = 32  # width of the spatial broadcast decoder
     beta: float = 1e-3  # KL weight
     pretrain_steps: int = 500  # VAE-only steps before the dynamics are trained
     lr: float = 1e-3
@@ -146,6 +148,7 @@ class EvalConfig:
     sequences: int = 64
     seq_len: int = 16
     seed: int = 1_000_003
+    intervention_prob: float = 0.15
     batch_size: int = 32
     context: int = 4  # observed steps before a multi-step rollout
     horizon: int = 8  # predicted steps of the rollout
@@ -182,6 +185,7 @@ _POSITIVE = {
     ("data", "resolution"),
     ("vae", "latent_dim"),
     ("vae", "batch_size"),
+    ("vae", "decoder_channels"),
     ("model", "num_objects"),
     ("model", "d_model"),
     ("model", "num_layers"),

@@ -33,7 +33,7 @@ def _sim():  # type: ignore[no-untyped-def]
 
 def env_id(name: str) -> int:
     """The simulator's id of environment ``name``."""
-    names = list(_sim().ENVIRONMENTS)
+    names = list(_sim().environments())
     if name not in names:
         raise InvalidInputError(f"unknown environment {name!r}; known: {', '.join(names)}")
     return names.index(name)
@@ -41,7 +41,7 @@ def env_id(name: str) -> int:
 
 def env_name(index: int) -> str:
     """The simulator's name of environment id ``index``."""
-    return str(list(_sim().ENVIRONMENTS)[index])
+    return str(_sim().env_name(index))
 
 
 def global_graph(name: str) -> np.ndarray:
@@ -101,9 +101,11 @@ def generate_sequences(
     seed: int,
     start_index: int = 0,
     resolution: int = 32,
+    intervention_prob: float = 0.15,
     num_threads: int | None = None,
 ) -> SequenceSet:
-    """``n_per_env`` sequences of each environment, sequence indices from ``start_index``."""
+    """``n_per_env`` sequences of each environment, sequence indices from ``start_index``;
+    ``intervention_prob`` is the simulator's per-step intervention probability."""
     sim = _sim()
     parts = []
     for name in envs:
@@ -115,6 +117,7 @@ def generate_sequences(
             seed=seed,
             start_index=start_index,
             resolution=resolution,
+            intervention_prob=intervention_prob,
             num_threads=num_threads,
         )
         parts.append(

@@ -110,44 +110,88 @@ def compose_frame(object_recons: Tensor) -> Tensor:
     return object_recons.sum(dim=-4).clamp(0.0, 1.0)
 
 
+def _coords(height: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(2, H, W) pixel-centre coordinates in [-1, 1] (CoordConv channels)."""
+    ys = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
+    xs = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
+    return torch.stack(torch.meshgrid(ys, xs, indexing="ij"))
+
+
+_N_MOMENTS = 15
+
+
+def image_moments(images: Tensor) -> Tensor:
+    """(N, 3, H, W) -> (N, 15): per colour channel the mass (mean intensity x 10), the
+    intensity-weighted centroid (y, x) and spread (std y, std x) in [-1, 1] coordinates
+    (zeros for an empty channel)."""
+    h, w = images.shape[-2:]
+    grid = _coords(h, w, images.device, images.dtype).flatten(1)  # (2, H*W)
+    flat = images.flatten(2)  # (N, 3, H*W)
+    mass = flat.sum(-1, keepdim=True)  # (N, 3, 1)
+    weights = flat / mass.clamp_min(1e-6)
+    mean = torch.einsum("ncp,kp->nck", weights, grid)  # (N, 3, 2)
+    var = torch.einsum("ncp,kp->nck", weights, grid.pow(2)) - mean.pow(2)
+    std = var.clamp_min(0.0).sqrt()
+    present = (mass > 1e-6).to(images.dtype)
+    feats = torch.cat([mass * (10.0 / (h * w)), mean * present, std * present], dim=-1)
+    return feats.flatten(1)
+
+
 class ObjectVAE(nn.Module):
-    """Convolutional VAE of one object's masked image (3 x H x W in [0, 1]) to a D-dim slot."""
+    """VAE of one object's masked image (3 x H x W in [0, 1]) to a D-dimensional slot.
+
+    Encoder: CoordConv (RGB + 2 coordinate channels), one stride-2 4x4 conv per entry of
+    ``channels``, a linear layer to mean and log-variance. Decoder: a spatial broadcast decoder
+    (the latent tiled over the image with the coordinate channels, then 3x3 convs), which learns
+    where a small object is far faster than a transposed-conv decoder.
+    """
 
     def __init__(self, cfg: VAEConfig, resolution: int) -> None:
         super().__init__()
         self.latent_dim = cfg.latent_dim
         self.beta = cfg.beta
-        chans = (3, *cfg.channels)
-        self.side = resolution // 2 ** len(cfg.channels)
+        self.resolution = resolution
+        chans = (5, *cfg.channels)
+        side = resolution // 2 ** len(cfg.channels)
         enc: list[nn.Module] = []
         for c_in, c_out in itertools.pairwise(chans):
             enc += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.SiLU()]
-        self.encoder = nn.Sequential(*enc, nn.Flatten())
-        flat = chans[-1] * self.side * self.side
-        self.to_stats = nn.Linear(flat, 2 * cfg.latent_dim)
-        self.from_latent = nn.Linear(cfg.latent_dim, flat)
-        dec: list[nn.Module] = []
-        rev = chans[::-1]
-        for i, (c_in, c_out) in enumerate(itertools.pairwise(rev)):
-            dec.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
-            if i < len(rev) - 2:
-                dec.append(nn.SiLU())
-        self.decoder = nn.Sequential(*dec)
-        self.channels_last = chans[-1]
+        self.encoder = nn.Sequential(*enc)
+        # conv features + the image's intensity moments (mass, centroid, spread per colour
+        # channel): a fresh conv encoder barely sees a few-pixel object, the moments make its
+        # position and size readable from the first step
+        self.to_stats = nn.Linear(chans[-1] * side * side + _N_MOMENTS, 2 * cfg.latent_dim)
+        # start with a small posterior variance: unit noise on a fresh encoder's tiny means
+        # teaches the decoder to ignore the latent (posterior collapse) before it can learn
+        nn.init.constant_(self.to_stats.bias[cfg.latent_dim :], -6.0)
+        hidden = cfg.decoder_channels
+        self.decoder = nn.Sequential(
+            nn.Conv2d(cfg.latent_dim + 2, hidden, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(hidden, 3, 1),
+        )
 
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(..., 3, H, W) -> posterior mean and log-variance, each (..., D)."""
         lead = images.shape[:-3]
-        stats = self.to_stats(self.encoder(images.reshape(-1, *images.shape[-3:])))
+        flat = images.reshape(-1, *images.shape[-3:])
+        grid = _coords(*flat.shape[-2:], flat.device, flat.dtype).expand(flat.shape[0], -1, -1, -1)
+        feats = self.encoder(torch.cat([flat, grid], dim=1)).flatten(1)
+        stats = self.to_stats(torch.cat([feats, image_moments(flat)], dim=1))
         mu, logvar = stats.chunk(2, dim=-1)
         return mu.reshape(*lead, -1), logvar.clamp(-10.0, 10.0).reshape(*lead, -1)
 
     def decode(self, z: Tensor) -> Tensor:
-        """(..., D) -> reconstructed masked images (..., 3, H, W) in [0, 1]."""
+        """(..., D) -> reconstructed masked images (..., 3, H, W), unclipped (about [0, 1])."""
         lead = z.shape[:-1]
-        h = F.silu(self.from_latent(z.reshape(-1, z.shape[-1])))
-        h = h.view(-1, self.channels_last, self.side, self.side)
-        out = torch.sigmoid(self.decoder(h))
+        flat = z.reshape(-1, z.shape[-1])
+        r = self.resolution
+        grid = _coords(r, r, flat.device, flat.dtype).expand(flat.shape[0], -1, -1, -1)
+        tiled = flat[:, :, None, None].expand(-1, -1, r, r)
+        # a linear output: a sigmoid saturates at 0 on these mostly black images and stalls
+        out = self.decoder(torch.cat([tiled, grid], dim=1))
         return out.reshape(*lead, *out.shape[-3:])
 
     def loss(self, images: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -594,24 +638,33 @@ def dynamics_loss(
 class LambdaSchedule:
     """The dual step on λ, the weight of the path penalty.
 
-    With e_k the prediction MSE of dynamics step k, the smoothed error is
-    ``ē_k = e_0`` if k = 0 else ``ema x ē_{k-1} + (1 - ema) x e_k``, and after the step
+    With e_k the prediction MSE of dynamics step k (k = 0, 1, ...), the smoothed error is
+    ``ē_k = e_0`` if k = 0 else ``ema x ē_{k-1} + (1 - ema) x e_k``, and the λ used by step k is
 
-        λ_{k+1} = λ_k                              if k < warmup_steps
+        λ_k = 0                                     for k < warmup_steps   (learn to predict first)
+        λ_k = lambda_init                           for k = warmup_steps
         λ_{k+1} = min(λ_k x growth, lambda_max)     if ē_k < target   (prediction is good enough:
                                                                        buy more sparsity)
         λ_{k+1} = max(λ_k x shrink, lambda_min)     otherwise         (too sparse: back off)
 
-    with λ_0 = lambda_init; λ = 0 throughout when ``enabled`` is false (the dense baseline). This
-    is a multiplicative (log-space) ascent on the Lagrange multiplier of the constraint
-    "error <= target". All constants are fields of :class:`SparsityConfig`.
+    λ = 0 throughout when ``enabled`` is false (the dense baseline). This is a multiplicative
+    (log-space) ascent on the Lagrange multiplier of the constraint "error <= target". The
+    warm-up matters with Adam: its updates ignore the gradient scale, so any λ > 0 on a model
+    that cannot predict yet shuts every gate. All constants are fields of
+    :class:`SparsityConfig`.
     """
 
     def __init__(self, cfg: SparsityConfig) -> None:
         self.cfg = cfg
-        self.value = cfg.lambda_init if cfg.enabled else 0.0
         self.smoothed: float | None = None
         self.steps = 0
+        self.value = self._start()
+
+    def _start(self) -> float:
+        cfg = self.cfg
+        if not cfg.enabled or self.steps < cfg.warmup_steps:
+            return 0.0
+        return cfg.lambda_init
 
     def update(self, error: float) -> float:
         """Feed the MSE of the step just taken; returns the λ for the next step."""
@@ -625,6 +678,8 @@ class LambdaSchedule:
             else:
                 self.value = max(self.value * cfg.shrink, cfg.lambda_min)
         self.steps += 1
+        if self.steps == cfg.warmup_steps:
+            self.value = self._start()
         return self.value
 
     def state_dict(self) -> dict[str, float | int | None]:

@@ -215,6 +215,7 @@ class _Trainer:
             seed=cfg.seed,
             start_index=start,
             resolution=cfg.resolution,
+            intervention_prob=cfg.intervention_prob,
             num_threads=self.config.run.num_threads or None,
         )
 
@@ -233,6 +234,7 @@ class _Trainer:
             seed=cfg.seed,
             start_index=slot * size,
             resolution=cfg.resolution,
+            intervention_prob=cfg.intervention_prob,
             num_threads=self.config.run.num_threads or None,
         )
 
