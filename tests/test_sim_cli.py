@@ -110,7 +110,7 @@ def test_rerun_with_other_settings_is_refused(
         (["--resolution", "200"], "16 to 128"),
         (["--resolution", "x"], "positive integer"),
         (["--format", "csv"], "invalid choice"),
-        (["--intervention-prob", "0.5"], "intervention_prob"),
+        (["--intervention-prob", "1.5"], "intervention_prob"),
     ],
 )
 def test_bad_arguments_are_refused(

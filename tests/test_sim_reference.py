@@ -50,6 +50,8 @@ def test_every_environment_matches_reference(env: int) -> None:
         {"occlusion": True, "resolution": 40},
         {"intervention_mode": "multi", "intervention_prob": 0.4},
         {"intervention_prob": 0.0, "resolution": 16},
+        {"intervention_prob": 1.0},
+        {"intervention_prob": 1e-17},
         {"resolution": 128},
     ],
     ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),

@@ -153,7 +153,8 @@ fn score_from(u: f64) -> u8 {
 pub struct Interventions {
     /// Probability of each target per step.
     pub prob: f64,
-    /// Multi-target mode: each target independently; else at most one target per step.
+    /// Multi-target mode: each target independently with `prob`; else (single-target, CITRIS)
+    /// none with probability `(1 - prob)^5`, otherwise one target uniformly at random.
     pub multi: bool,
 }
 
@@ -214,11 +215,16 @@ fn choose_targets(draws: &Draws, cfg: &Interventions) -> [bool; TARGETS] {
             *o = u < cfg.prob;
         }
     } else {
+        // CITRIS's rule: no intervention with probability (1 - p)^5, else one target chosen
+        // uniformly (p = 0.15: none 44 %, each target 11 %).
         let (u, _) = draws.uniforms(slot::CHOOSE);
-        // Target k when u is in [k p, (k + 1) p); none with probability 1 - 5 p.
-        for (k, o) in out.iter_mut().enumerate() {
-            let lo = cfg.prob * k as f64;
-            *o = u >= lo && u < lo + cfg.prob;
+        let q = 1.0 - cfg.prob;
+        let none = q * q * q * q * q;
+        if u >= none {
+            let k = ((u - none) / (1.0 - none) * TARGETS as f64) as usize;
+            if let Some(o) = out.get_mut(k.min(TARGETS - 1)) {
+                *o = true;
+            }
         }
     }
     out

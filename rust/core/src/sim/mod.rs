@@ -43,12 +43,6 @@ impl SimConfig {
                 format!("expected a probability in [0, 1], got {p}"),
             ));
         }
-        if !self.interventions.multi && p * TARGETS as f64 > 1.0 {
-            return Err(CoreError::invalid(
-                "intervention_prob",
-                format!("single-target mode needs at most 1/{TARGETS} per target, got {p}"),
-            ));
-        }
         self.render.validate()
     }
 }
