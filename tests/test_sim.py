@@ -5,7 +5,10 @@ from __future__ import annotations
 import _thread
 import hashlib
 import math
+import os
+import signal
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -443,3 +446,25 @@ def test_ctrl_c_interrupts_a_long_call() -> None:
             sim.generate(0, 1000, 1000, seed=0, render=False)
     finally:
         timer.cancel()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
+def test_generate_works_in_a_forked_child() -> None:
+    # A DataLoader worker is a fork of a process whose rayon pool threads did not survive.
+    parent = sim.generate(0, 64, 8, seed=0)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        child = sim.generate(0, 64, 8, seed=0)
+        os._exit(0 if np.array_equal(child.frames, parent.frames) else 3)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("generate hung in a forked child")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -10,6 +10,26 @@ use s2ssm_core::sim::dynamics::{Interventions, STATE_DIM, TARGETS};
 use s2ssm_core::sim::env::{self, Mechanisms, K};
 use s2ssm_core::sim::render::{RenderConfig, Renderer, Velocity};
 use s2ssm_core::sim::{generate_into, Outputs, SimConfig};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Process id of the first call that used rayon's global pool.
+static GLOBAL_POOL_PID: AtomicU32 = AtomicU32::new(0);
+
+/// `None` (rayon's global pool) in the process that first used it; in a forked child (a
+/// PyTorch DataLoader worker), whose copy of the global pool has no threads, a dedicated pool
+/// of the machine's parallelism instead, so the call cannot hang.
+fn fork_safe_threads() -> Option<usize> {
+    let pid = std::process::id();
+    match GLOBAL_POOL_PID.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => None,
+        Err(owner) if owner == pid => None,
+        Err(_) => Some(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        ),
+    }
+}
 
 /// Frames generated per chunk between two Ctrl-C checks.
 const FRAMES_PER_CHUNK: usize = 1 << 16;
@@ -85,7 +105,7 @@ fn sim_generate_into(
     if seq_len == 0 {
         return Err(invalid(py, "seq_len", "expected a positive length, got 0"));
     }
-    let pool = thread_pool(py, num_threads)?;
+    let pool = thread_pool(py, num_threads.or_else(fork_safe_threads))?;
     let renderer = if draw {
         Some(
             py.detach(|| Renderer::shared(config.render))
