@@ -201,3 +201,19 @@ def test_torch_datasets(tmp_path: Path) -> None:
     batch = next(iter(torch.utils.data.DataLoader(files, batch_size=9)))
     np.testing.assert_array_equal(batch["masks"].numpy(), want.masks)
     np.testing.assert_array_equal(batch["local_graphs"].numpy(), want.local_graphs)
+
+
+def test_add_parser_registers_generate(tmp_path: Path) -> None:
+    import argparse
+
+    from s2ssm.sim.cli import add_parser
+
+    parser = argparse.ArgumentParser(prog="s2ssm")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "d"
+    args = parser.parse_args(
+        ["generate", "--env", "3", "--sequences", "2", "--length", "3", "--out", str(out)]
+    )
+    assert args.env == "right_mirror"
+    assert args.run(args) == 0
+    assert sim_io.open_dataset(out)[1]["env_ids"] == 3

@@ -62,6 +62,7 @@ from s2ssm.sim._envs import (
     global_graph,
     register_environment,
 )
+from s2ssm.sim.io import DatasetSpec, export_citris, open_dataset, write_dataset
 
 __all__ = [
     "ENVIRONMENTS",
@@ -71,14 +72,18 @@ __all__ = [
     "OBJECTS",
     "STATE_NAMES",
     "TARGETS",
+    "DatasetSpec",
     "PongBatch",
     "env_id",
     "env_mechanisms",
     "env_name",
     "environments",
+    "export_citris",
     "generate",
     "global_graph",
     "iterate",
+    "open_dataset",
     "register_environment",
     "unpack_masks",
+    "write_dataset",
 ]
