@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from s2ssm import sim
 from s2ssm.errors import InvalidInputError, InvalidTypeError
@@ -468,3 +470,29 @@ def test_generate_works_in_a_forked_child() -> None:
             pytest.fail("generate hung in a forked child")
         time.sleep(0.01)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    env=st.integers(0, 10),
+    seed=st.integers(0, 2**64 - 1),
+    prob=st.floats(0.0, 1.0),
+    multi=st.booleans(),
+)
+def test_invariants_on_random_settings(env: int, seed: int, prob: float, multi: bool) -> None:
+    mode = "multi" if multi else "single"
+    b = sim.generate(
+        env, 6, 40, seed=seed, intervention_prob=prob, intervention_mode=mode, render=False
+    )
+    s, g, iv = b.states, b.local_graphs, b.interventions
+    assert np.isfinite(s).all()
+    assert ((s[..., :2] >= 2) & (s[..., :2] <= 30)).all()
+    assert ((s[..., 3] >= np.float32(3.2)) & (s[..., 3] <= np.float32(28.8))).all()
+    assert not (g & ~sim.global_graph(env, interventions=True)).any()
+    scored = (s[:, 1:, 6:] != s[:, :-1, 6:]).any(axis=-1)
+    np.testing.assert_array_equal(g[:, 1:, SCORE, BALL], scored)
+    for target, obj in ((T_LEFT, LEFT), (T_RIGHT, RIGHT)):
+        rows = g[..., obj, :][iv[..., target]]
+        assert (rows == np.array([0, 0, 0, 0, 1], bool)).all()
+    if not multi:
+        assert iv.sum(axis=-1).max(initial=0) <= 1
