@@ -24,7 +24,7 @@ INTERVENTION_MODES = ("single", "multi")
 K = len(OBJECTS)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class PongBatch:
     """Generated sequences; ``N`` sequences of ``T`` steps, ``H = W = resolution``.
 

@@ -87,7 +87,7 @@ class _Draws:
         return r * np.cos(theta), r * np.sin(theta)
 
 
-@dataclass
+@dataclass(eq=False)
 class RefState:
     """States of a batch of games (float64 arrays, scores int64)."""
 
@@ -406,7 +406,7 @@ def render(
     return frames, masks
 
 
-@dataclass
+@dataclass(eq=False)
 class RefBatch:
     """Reference output; fields as ``s2ssm.sim.PongBatch`` (states in float64)."""
 
