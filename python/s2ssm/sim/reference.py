@@ -188,10 +188,10 @@ def step(
             q = 1.0 - intervention_prob
             none = q * q * q * q * q
             with np.errstate(divide="ignore", invalid="ignore"):
-                k = np.minimum(((u - none) / (1.0 - none) * 5.0), 4.0)
-            k = np.where(np.isfinite(k), k, 0.0).astype(np.int64)
+                scaled = np.minimum(((u - none) / (1.0 - none) * 5.0), 4.0)
+            pick = np.where(np.isfinite(scaled), scaled, 0.0).astype(np.int64)
             chosen = u >= none
-            iv[chosen, k[chosen]] = True
+            iv[chosen, pick[chosen]] = True
 
     n = s.copy()
     noise_l, noise_r = d.normals(S_PADDLE_NOISE)
