@@ -367,6 +367,11 @@ def test_every_environment_changes_its_mechanism(env: int) -> None:
     base = sim.generate(0, 40, 30, **kw)
     changed = sim.generate(env, 40, 30, **kw)
     mech = sim.env_mechanisms(env)
+    # Without interventions every local graph lies inside the environment's global graph, and
+    # each env edge of the global graph shows up locally.
+    glob = sim.global_graph(env)
+    assert not (changed.local_graphs & ~glob).any()
+    np.testing.assert_array_equal(changed.local_graphs[..., ENV].any(axis=(0, 1)), glob[:, ENV])
     ball = [2, 3, 4]
     if any(m in mech for m in ("sine", "friction", "bounce", "gravity")):
         assert np.abs(changed.states[..., ball] - base.states[..., ball]).max() > 1.0
