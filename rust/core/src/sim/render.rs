@@ -470,23 +470,13 @@ impl Renderer {
             }
         }
 
-        // The ball on top. Fast path: the ball's box touches only plain background.
+        // The ball on top. Per pixel, the disc's subsamples form a bit set; a pixel whose
+        // static layer is all background (its subsample sum is exactly SUB2 * 230: every other
+        // static colour is darker) and that no paddle touches needs no per-subsample lookups.
         let (bx, by) = (s.ball_x, s.ball_y);
         let rad = BALL_RADIUS;
         let (bx0, bx1, by0, by1) = (bx - rad, bx + rad, by - rad, by + rad);
-        let overlaps =
-            |x0: f64, x1: f64, y0: f64, y1: f64| bx1 >= x0 && bx0 < x1 && by1 >= y0 && by0 < y1;
-        let plain = self.config.velocity != Velocity::Previous
-            && by0 >= BORDER_WIDTH
-            && by1 < WORLD - BORDER_WIDTH
-            && bx0 >= BORDER_WIDTH
-            && bx1 < WORLD - BORDER_WIDTH
-            && !overlaps(DIGIT_X[0], DIGIT_X[0] + 3.0, DIGIT_Y, DIGIT_Y + 5.0)
-            && !overlaps(DIGIT_X[1], DIGIT_X[1] + 3.0, DIGIT_Y, DIGIT_Y + 5.0)
-            && !overlaps(COLON[0], COLON[0] + 1.0, COLON[1], COLON[2] + 1.0)
-            && !paddles
-                .iter()
-                .any(|(_, x0, (y0, y1), _)| overlaps(*x0, x0 + PADDLE_WIDTH, *y0, *y1));
+        let previous_cue = self.config.velocity == Velocity::Previous;
         let rows = self.rows(by0, by1);
         let cols = self.cols(bx0, bx1);
         let spans = [paddles[0].2, paddles[1].2];
@@ -507,50 +497,45 @@ impl Renderer {
             *d = (y - by) * (y - by);
         }
         let r2 = BALL_RADIUS * BALL_RADIUS;
+        let plain_sum = SUB2 * i32::from(BACKGROUND[0]);
         for (ri, r) in rows.clone().enumerate() {
             for (ci, c) in cols.clone().enumerate() {
-                let p = r * res + c;
-                if plain {
-                    let mut n = 0;
-                    for &dy in &dy2[ri * SUB..(ri + 1) * SUB] {
-                        for &dx in &dx2[ci * SUB..(ci + 1) * SUB] {
-                            n += i32::from(dx + dy <= r2);
-                        }
+                let mut inside = 0u32;
+                for (j, &dy) in dy2[ri * SUB..(ri + 1) * SUB].iter().enumerate() {
+                    for (i, &dx) in dx2[ci * SUB..(ci + 1) * SUB].iter().enumerate() {
+                        inside |= u32::from(dx + dy <= r2) << (j * SUB + i);
                     }
-                    if n > 0 {
-                        // The ball's subsamples cover plain background; the rest of the pixel
-                        // may hold a paddle edge.
-                        let mut sum = base(p, paddle_counts(r, c));
-                        for ch in 0..3 {
-                            sum[ch] += n * (i32::from(BALL_COLOUR[ch]) - i32::from(BACKGROUND[ch]));
-                        }
-                        write(frame, p, sum);
-                        mask[p] |= 1 << BALL;
-                    }
+                }
+                if inside == 0 {
                     continue;
                 }
-                let mut n = 0;
-                let mut delta = [0i32; 3];
-                for &y in &self.ys[r * SUB..(r + 1) * SUB] {
-                    for &x in &self.xs[c * SUB..(c + 1) * SUB] {
-                        if in_disc(x, y, bx, by) {
-                            n += 1;
+                let n = inside.count_ones() as i32;
+                let p = r * res + c;
+                // A paddle may share the pixel even where it misses the ball's box.
+                let counts = paddle_counts(r, c);
+                let mut sum = base(p, counts);
+                if !previous_cue && counts == [0, 0] && i32::from(sums[p * 3]) == plain_sum {
+                    for ch in 0..3 {
+                        sum[ch] += n * (i32::from(BALL_COLOUR[ch]) - i32::from(BACKGROUND[ch]));
+                    }
+                } else {
+                    let pixel_ys = &self.ys[r * SUB..(r + 1) * SUB];
+                    let pixel_xs = &self.xs[c * SUB..(c + 1) * SUB];
+                    for (j, &y) in pixel_ys.iter().enumerate() {
+                        for (i, &x) in pixel_xs.iter().enumerate() {
+                            if inside >> (j * SUB + i) & 1 == 0 {
+                                continue;
+                            }
                             let under = under_colour(x, y, &spans, scores);
                             let colour = self.ball_colour(x, y, cues);
                             for ch in 0..3 {
-                                delta[ch] += i32::from(colour[ch]) - i32::from(under[ch]);
+                                sum[ch] += i32::from(colour[ch]) - i32::from(under[ch]);
                             }
                         }
                     }
                 }
-                if n > 0 {
-                    let mut sum = base(p, paddle_counts(r, c));
-                    for ch in 0..3 {
-                        sum[ch] += delta[ch];
-                    }
-                    write(frame, p, sum);
-                    mask[p] |= 1 << BALL;
-                }
+                write(frame, p, sum);
+                mask[p] |= 1 << BALL;
             }
         }
 
