@@ -44,8 +44,7 @@ def test_writes_shards_and_manifest(tmp_path: Path, fmt: str) -> None:
         item = data[i]
         for name, array in want.arrays().items():
             np.testing.assert_array_equal(item[name], array[i])
-    if fmt == "npy":
-        assert isinstance(data.shard_arrays(0)["frames"], np.memmap)
+    assert isinstance(data.shard_arrays(0)["frames"], np.memmap)
 
 
 def test_resume_after_interruption(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

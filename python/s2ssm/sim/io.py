@@ -19,7 +19,9 @@ import hashlib
 import json
 import logging
 import os
+import struct
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -317,8 +319,9 @@ def _progress(total: int, initial: int, enabled: bool | None) -> Any:
 class ShardedDataset:
     """Read access to a dataset directory written by :func:`write_dataset`.
 
-    ``len(ds)`` sequences; ``ds[i]`` is a dict of the fields of sequence ``i`` (``.npy`` shards
-    are memory-mapped, ``.npz`` shards are loaded one at a time and cached).
+    ``len(ds)`` sequences; ``ds[i]`` is a dict of the fields of sequence ``i``. Shards of both
+    formats are memory-mapped (the ``.npz`` archives are stored uncompressed, so each member is a
+    plain ``.npy`` at an offset of the file).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -339,13 +342,12 @@ class ShardedDataset:
         return int(self.config["n_sequences"])
 
     def shard_arrays(self, k: int) -> dict[str, np.ndarray]:
-        """The arrays of shard ``k`` (memory-mapped for ``.npy``)."""
+        """The arrays of shard ``k``, memory-mapped (read-only)."""
         if self._cache is not None and self._cache[0] == k:
             return self._cache[1]
         shard = self.shards[k]
         if self.config["format"] == "npz":
-            with np.load(self.path / shard["files"][0]) as archive:
-                arrays = {field: archive[field] for field in FIELDS}
+            arrays = mmap_npz(self.path / shard["files"][0])
         else:
             arrays = {
                 field: np.load(self.path / name, mmap_mode="r")
@@ -373,6 +375,40 @@ class ShardedDataset:
             for name, digest in shard["sha256"].items():
                 if _sha256(self.path / name) != digest:
                     raise DatasetError(f"{name}: sha256 mismatch (corrupt or modified file)")
+
+
+def mmap_npz(path: Path) -> dict[str, np.ndarray]:
+    """Memory-maps every member of an uncompressed ``.npz`` archive (as written by ``np.savez``)."""
+    arrays = {}
+    with zipfile.ZipFile(path) as archive, path.open("rb") as f:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                raise DatasetError(f"{path.name}: member {info.filename!r} is not a stored .npy")
+            f.seek(info.header_offset)
+            local = f.read(30)
+            if local[:4] != b"PK\x03\x04":
+                raise DatasetError(f"{path.name}: bad zip local header for {info.filename!r}")
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            f.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            offset = f.tell()
+            name = info.filename[: -len(".npy")]
+            if int(np.prod(shape)) == 0:
+                arrays[name] = np.zeros(shape, dtype)
+                continue
+            arrays[name] = np.memmap(
+                path,
+                dtype=dtype,
+                mode="r",
+                offset=offset,
+                shape=shape,
+                order="F" if fortran else "C",
+            )
+    return arrays
 
 
 def open_dataset(path: str | os.PathLike[str]) -> ShardedDataset:
