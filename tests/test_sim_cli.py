@@ -33,7 +33,8 @@ def test_writes_shards_and_manifest(tmp_path: Path, fmt: str) -> None:
     assert manifest["complete"] and manifest["n_shards"] == 3
     assert manifest["config"]["env"] == "bounce" and manifest["config"]["seed"] == 9
     assert manifest["format_version"] == sim_io.FORMAT_VERSION
-    assert manifest["fields"]["frames"]["shape"] == [1, 7, 32, 32, 3]
+    assert manifest["fields"]["frames"]["shape"] == [11, 7, 32, 32, 3]
+    assert manifest["fields"]["local_graphs"] == {"dtype": "|b1", "shape": [11, 7, 4, 5]}
     assert [s["n_sequences"] for s in manifest["shards"]] == [4, 4, 3]
     assert not [name for name in listing(out) if name.endswith(".tmp")]
     data = sim_io.open_dataset(out)

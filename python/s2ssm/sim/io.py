@@ -2,7 +2,7 @@
 
 Layout of a dataset directory::
 
-    manifest.json               # version, generator settings, shapes, per-shard files + sha256
+    manifest.json               # versions, settings, full shapes, per-shard files + sha256
     shard_00000.npz             # format "npz": one archive per shard (fields of PongBatch)
     shard_00000.frames.npy ...  # format "npy": one file per field and shard (memory-mappable)
 
@@ -203,7 +203,7 @@ def write_dataset(
     n, shard = spec.n_sequences, int(spec.shard_size or 1)
     n_shards = -(-n // shard)
     channels = 4 if spec.velocity == "next_channel" else 3
-    shapes = batch_shapes(1, spec.seq_len, spec.resolution, channels, True)
+    shapes = batch_shapes(n, spec.seq_len, spec.resolution, channels, True)
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "generator": "s2ssm.sim",
@@ -231,6 +231,11 @@ def write_dataset(
             raise InvalidInputError(
                 f"out: {str(path)!r} holds a different dataset ({old.get('config')}); "
                 "use another directory or the same settings to resume"
+            )
+        if old.get("s2ssm_version") != __version__:
+            raise InvalidInputError(
+                f"out: {str(path)!r} was written by s2ssm {old.get('s2ssm_version')}, this is "
+                f"{__version__}; finish it with that version or use another directory"
             )
         manifest["shards"] = [
             s for s in old.get("shards", []) if all((path / f).exists() for f in s["files"])
