@@ -52,10 +52,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ def save_checkpoint(
         metadata = {"format": FORMAT, "config": config_to_json(config), "step": str(step)}
         save_file(tensors, str(tmp / MODEL_FILE), metadata=metadata)
         torch.save({"format": FORMAT, "step": step, **trainer_state}, tmp / TRAINER_FILE)
+        os.chmod(tmp, 0o777 & ~_umask())
         final = root / name
         if final.exists():
             shutil.rmtree(final)

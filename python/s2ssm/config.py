@@ -84,6 +84,7 @@ class VAEConfig:
     batch_size: int = 128  # object images per pre-training step
     freeze: bool = True  # frozen after pre-training (SPARTAN) or fine-tuned with the dynamics
     recon_weight: float = 0.0  # pixel-reconstruction weight during the dynamics phase
+    init_from: str = ""  # start from the VAE of this checkpoint (then pretrain_steps may be 0)
 
 
 @dataclass(frozen=True)

@@ -141,9 +141,12 @@ class ObjectVAE(nn.Module):
     """VAE of one object's masked image (3 x H x W in [0, 1]) to a D-dimensional slot.
 
     Encoder: CoordConv (RGB + 2 coordinate channels), one stride-2 4x4 conv per entry of
-    ``channels``, a linear layer to mean and log-variance. Decoder: a spatial broadcast decoder
-    (the latent tiled over the image with the coordinate channels, then 3x3 convs), which learns
-    where a small object is far faster than a transposed-conv decoder.
+    ``channels``, and the image's intensity moments, then a linear layer to mean and
+    log-variance. Decoder: the latent predicts a coloured Gaussian blob (colour, centre, size)
+    which is rendered, then a spatial broadcast decoder (the latent tiled over the image with
+    the coordinate channels and the blob, 3x3 convs) adds a correction that shapes it. Plain
+    pixel decoders sit for thousands of steps at the all-black image on these few-pixel
+    objects; the blob gives the gradient a place to start.
     """
 
     def __init__(self, cfg: VAEConfig, resolution: int) -> None:
@@ -165,13 +168,19 @@ class ObjectVAE(nn.Module):
         # teaches the decoder to ignore the latent (posterior collapse) before it can learn
         nn.init.constant_(self.to_stats.bias[cfg.latent_dim :], -6.0)
         hidden = cfg.decoder_channels
+        self.blob = nn.Linear(cfg.latent_dim, 7)  # colour logits (3), centre (2), log-std (2)
+        nn.init.normal_(self.blob.weight, std=0.01)
+        nn.init.zeros_(self.blob.bias)
+        nn.init.constant_(self.blob.bias[5:], math.log(0.1))
         self.decoder = nn.Sequential(
-            nn.Conv2d(cfg.latent_dim + 2, hidden, 3, padding=1),
+            nn.Conv2d(cfg.latent_dim + 5, hidden, 3, padding=1),
             nn.SiLU(),
             nn.Conv2d(hidden, hidden, 3, padding=1),
             nn.SiLU(),
             nn.Conv2d(hidden, 3, 1),
         )
+        nn.init.zeros_(self.decoder[-1].weight)
+        nn.init.zeros_(self.decoder[-1].bias)
 
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(..., 3, H, W) -> posterior mean and log-variance, each (..., D)."""
@@ -190,8 +199,14 @@ class ObjectVAE(nn.Module):
         r = self.resolution
         grid = _coords(r, r, flat.device, flat.dtype).expand(flat.shape[0], -1, -1, -1)
         tiled = flat[:, :, None, None].expand(-1, -1, r, r)
-        # a linear output: a sigmoid saturates at 0 on these mostly black images and stalls
-        out = self.decoder(torch.cat([tiled, grid], dim=1))
+        p = self.blob(flat)
+        colour = torch.sigmoid(p[:, :3])
+        centre = torch.tanh(p[:, 3:5])
+        std = torch.exp(p[:, 5:7].clamp(-5.0, 1.0))
+        offset = (grid - centre[:, :, None, None]) / std[:, :, None, None]
+        blob = colour[:, :, None, None] * torch.exp(-0.5 * offset.pow(2).sum(1, keepdim=True))
+        # a linear correction (no output sigmoid: it saturates at 0 on black images and stalls)
+        out = blob + self.decoder(torch.cat([tiled, grid, blob], dim=1))
         return out.reshape(*lead, *out.shape[-3:])
 
     def loss(self, images: Tensor) -> tuple[Tensor, dict[str, float]]:

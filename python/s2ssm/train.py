@@ -147,6 +147,8 @@ class _Trainer:
         if found is not None:
             self._restore(found)
         else:
+            if config.vae.init_from:
+                self._load_vae(config.vae.init_from)
             # every rank draws different Gumbel / reparameterisation noise
             torch.manual_seed(config.run.seed * 1_000_003 + self.rank + 1)
         self.ddp_dynamics: nn.Module = self.model.dynamics
@@ -160,6 +162,17 @@ class _Trainer:
         self.amp = config.run.amp and self.device.type == "cuda"
 
     # -- state ---------------------------------------------------------------------------------
+
+    def _load_vae(self, path: str) -> None:
+        _info, tensors = read_checkpoint(path)
+        vae = {k.removeprefix("vae."): v for k, v in tensors.items() if k.startswith("vae.")}
+        try:
+            self.model.vae.load_state_dict(vae)
+        except RuntimeError as error:
+            raise InvalidInputError(
+                f"vae.init_from: the VAE of {path!r} does not fit this config: {error}"
+            ) from None
+        log.info("VAE initialised from %s", path)
 
     def _restore(self, found: Path) -> None:
         _info, tensors = read_checkpoint(found)

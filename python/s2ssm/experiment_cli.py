@@ -1,0 +1,104 @@
+"""The ``train``, ``eval`` and ``plot`` subcommands of the ``s2ssm`` command line.
+
+``cli.py`` calls :func:`add_parsers`; each subcommand sets ``run`` to a function of the parsed
+arguments that returns the exit status. Imports of torch and friends happen inside those
+functions, so ``s2ssm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+__all__ = ["add_parsers"]
+
+log = logging.getLogger(__name__)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from s2ssm.config import load_config
+    from s2ssm.train import train
+
+    overrides = list(args.set or [])
+    if args.out_dir:
+        overrides.append(f"run.out_dir={json.dumps(args.out_dir)}")
+    config = load_config(args.config, overrides)
+    result = train(config, resume=args.resume)
+    last = result.history[-1] if result.history else {}
+    summary = {k: last[k] for k in ("step", "phase", "loss", "mse", "lambda") if k in last}
+    log.info("done: %s; checkpoint %s", summary, result.checkpoint)
+    return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from s2ssm.evaluate import evaluate, format_markdown
+
+    results, target = evaluate(
+        args.checkpoint,
+        overrides=list(args.set or []),
+        envs=args.env,
+        device=args.device,
+        out_dir=args.out,
+    )
+    sys.stdout.write(format_markdown(results))
+    log.info("wrote %s and %s", target / "eval.json", target / "eval.md")
+    return 0
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from s2ssm.plot import plot
+
+    for path in plot(
+        args.checkpoint,
+        envs=args.env,
+        overrides=list(args.set or []),
+        out_dir=args.out,
+        device=args.device,
+    ):
+        print(path)
+    return 0
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``train``, ``eval`` and ``plot`` on the ``s2ssm`` subparsers."""
+    set_help = "override a config field, e.g. --set model.num_layers=3 (repeatable)"
+
+    p = subparsers.add_parser(
+        "train",
+        help="train S2-SSM (or a baseline) from a TOML config",
+        description="Train the world model; runs under torchrun for several processes/GPUs.",
+    )
+    p.add_argument("--config", help="TOML config (configs/*.toml); defaults if omitted")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
+    p.add_argument("--out-dir", help="run directory (same as --set run.out_dir=...)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the run directory's latest checkpoint"
+    )
+    p.set_defaults(run=_run_train)
+
+    p = subparsers.add_parser(
+        "eval",
+        help="rollout MSE and SHD of a checkpoint, per environment",
+        description="Evaluate a checkpoint (a run directory, checkpoint directory or "
+        "model.safetensors); writes eval.json and eval.md.",
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("--env", action="append", help="environment (repeatable); default eval.envs")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
+    p.add_argument("--out", help="output directory (default: the run directory)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.set_defaults(run=_run_eval)
+
+    p = subparsers.add_parser(
+        "plot",
+        help="learned vs true graph heatmaps and a rollout strip (PNG)",
+        description="Draw the figures of a checkpoint (needs matplotlib: s2ssm[plot]).",
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("--env", action="append", help="environment (repeatable); default eval.envs")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
+    p.add_argument("--out", help="output directory (default: RUN/plots)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.set_defaults(run=_run_plot)

@@ -1,0 +1,266 @@
+"""Training: config loading, checkpoints, exact resume, NaN stop, overfitting, backends agree."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    # before the first Triton kernel launch (kernels are decorated lazily)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import s2ssm.train as train_module
+from s2ssm.checkpoint import (
+    find_checkpoint,
+    load_model,
+    load_trainer_state,
+    read_checkpoint,
+    save_checkpoint,
+)
+from s2ssm.config import Config, load_config
+from s2ssm.errors import InvalidInputError
+from s2ssm.experiment_data import batch_indices, generate_sequences, shard_range
+from s2ssm.train import TrainingDivergedError, train
+
+TINY = [
+    "run.device='cpu'",
+    "run.log_every=1",
+    "run.checkpoint_every=3",
+    "run.progress=false",
+    "data.train_sequences=6",
+    "data.seq_len=6",
+    "data.resolution=16",
+    "data.intervention_prob=0.0",
+    "vae.latent_dim=6",
+    "vae.channels=[4, 8]",
+    "vae.decoder_channels=4",
+    "vae.pretrain_steps=3",
+    "vae.batch_size=8",
+    "model.d_model=8",
+    "model.d_state=4",
+    "model.num_layers=2",
+    "optim.steps=5",
+    "optim.batch_size=3",
+    "optim.warmup_steps=1",
+    "sparsity.warmup_steps=1",
+    "eval.seq_len=6",
+    "eval.context=2",
+    "eval.horizon=3",
+    "eval.sequences=3",
+    "eval.batch_size=2",
+]
+
+
+def tiny_config(out_dir: Path, *extra: str) -> Config:
+    return load_config(None, [*TINY, f"run.out_dir={json.dumps(str(out_dir))}", *extra])
+
+
+@pytest.fixture(scope="module")
+def tiny_data():  # type: ignore[no-untyped-def]
+    return generate_sequences(("neutral",), 6, 6, seed=0, resolution=16, intervention_prob=0.0)
+
+
+def losses(history: list[dict[str, object]]) -> list[tuple[int, float]]:
+    return [(int(h["step"]), float(h["loss"])) for h in history]  # type: ignore[arg-type]
+
+
+# -- config ----------------------------------------------------------------------------------------
+
+
+def test_config_loads_toml_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[model]\nnum_layers = 3\nkind = "transformer"\n[data]\nenvs = ["neutral"]\n')
+    cfg = load_config(path, ["model.d_model=48", "sparsity.target=1e-4", "run.out_dir=somewhere"])
+    assert cfg.model.num_layers == 3 and cfg.model.kind == "transformer"
+    assert cfg.model.d_model == 48 and cfg.sparsity.target == 1e-4
+    assert cfg.run.out_dir == "somewhere"  # a bare word is a string
+    assert cfg.data.envs == ("neutral",)
+    assert isinstance(load_config(None, ["optim.lr=1"]).optim.lr, float)
+
+
+@pytest.mark.parametrize(
+    ("override", "error", "match"),
+    [
+        ("model.nope=1", InvalidInputError, "unknown config key"),
+        ("nope.x=1", InvalidInputError, "unknown config key"),
+        ("model.num_layers=two", TypeError, "model.num_layers must be an integer"),
+        ("model.num_layers=0", InvalidInputError, "model.num_layers must be positive"),
+        ("model.kind='rnn'", InvalidInputError, "model.kind must be one of"),
+        ("model.d_model=30", InvalidInputError, "divisible by model.num_heads"),
+        ("run.amp=1", TypeError, "run.amp must be true or false"),
+        ("novalue", InvalidInputError, "key=value"),
+        ("model=1", InvalidInputError, "section.name"),
+        ("data.resolution=20", InvalidInputError, "divisible"),
+    ],
+)
+def test_config_rejects_bad_values(override: str, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        load_config(None, ["model.num_heads=4", override])
+
+
+def test_config_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\n")
+    with pytest.raises(InvalidInputError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_shipped_configs_load() -> None:
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.glob("*.toml"))
+    assert files
+    for path in files:
+        load_config(path)
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def test_batches_and_shards_are_deterministic() -> None:
+    a = batch_indices(10, 4, seed=1, step=7, rank=0)
+    np.testing.assert_array_equal(a, batch_indices(10, 4, seed=1, step=7, rank=0))
+    assert not np.array_equal(a, batch_indices(10, 4, seed=1, step=8, rank=0))
+    assert [shard_range(10, r, 3) for r in range(3)] == [(0, 3), (3, 6), (6, 10)]
+    with pytest.raises(InvalidInputError, match="at least the number of ranks"):
+        shard_range(1, 0, 2)
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    from s2ssm.model import S2SSM
+
+    cfg = tiny_config(tmp_path)
+    model = S2SSM(cfg)
+    opt = torch.optim.AdamW(model.parameters())
+    model.dynamics.head.weight.data.normal_()
+    loss = sum(p.sum() for p in model.parameters())
+    loss.backward()  # type: ignore[union-attr]
+    opt.step()
+    state = {"optimizer": opt.state_dict(), "lambda": {"value": 0.5, "smoothed": None, "steps": 3}}
+    path = save_checkpoint(tmp_path, 7, model, cfg, state)
+    assert find_checkpoint(tmp_path) == path
+    info, tensors = read_checkpoint(tmp_path)
+    assert info.step == 7 and info.config == cfg
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(tensors[key], value, rtol=0, atol=0)
+    loaded, info2 = load_model(path / "model.safetensors")
+    assert info2.config == cfg and not loaded.training
+    trainer = load_trainer_state(path)
+    opt2 = torch.optim.AdamW(loaded.parameters())
+    opt2.load_state_dict(trainer["optimizer"])
+    assert trainer["lambda"]["value"] == 0.5 and trainer["step"] == 7
+    # older checkpoints are pruned, "latest" moves
+    for step in (8, 9):
+        save_checkpoint(tmp_path, step, model, cfg, state)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
+    assert names == ["step_0000008", "step_0000009"]
+    assert read_checkpoint(tmp_path)[0].step == 9
+
+
+def test_checkpoint_errors(tmp_path: Path) -> None:
+    assert find_checkpoint(tmp_path) is None
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        find_checkpoint(tmp_path / "nowhere")
+    with pytest.raises(InvalidInputError, match="no checkpoint"):
+        read_checkpoint(tmp_path)
+
+
+# -- training --------------------------------------------------------------------------------------
+
+
+def test_train_writes_metrics_config_and_checkpoints(tmp_path: Path, tiny_data) -> None:  # type: ignore[no-untyped-def]
+    cfg = tiny_config(tmp_path / "run")
+    result = train(cfg, data=tiny_data)
+    assert result.step == 8
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == list(range(8))
+    assert [x["phase"] for x in lines] == ["vae"] * 3 + ["dynamics"] * 5
+    assert all(np.isfinite(x["loss"]) for x in lines)
+    assert lines[3]["lambda"] == 0.0 and lines[4]["lambda"] == cfg.sparsity.lambda_init
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["d_model"] == 8
+    assert result.checkpoint is not None
+    _model, info = load_model(result.checkpoint)
+    assert info.step == 8 and info.config == cfg
+
+
+@pytest.mark.parametrize("stop_at", [2, 5])
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(
+    tmp_path: Path,
+    tiny_data,  # type: ignore[no-untyped-def]
+    stop_at: int,
+) -> None:
+    full = train(tiny_config(tmp_path / "full"), data=tiny_data)
+    cfg = tiny_config(tmp_path / "split")
+    first = train(cfg, data=tiny_data, max_steps=stop_at)
+    assert first.step == stop_at
+    second = train(cfg, data=tiny_data, resume=True)
+    assert losses(first.history) + losses(second.history) == losses(full.history)
+    a, _ = load_model(full.checkpoint)  # type: ignore[arg-type]
+    b, _ = load_model(second.checkpoint)  # type: ignore[arg-type]
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+    logged = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in logged] == list(range(8))
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
+    tmp_path: Path,
+    tiny_data,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = train_module.dynamics_loss
+    calls = {"n": 0}
+
+    def poisoned(out, slots, lam):  # type: ignore[no-untyped-def]
+        loss, metrics = real(out, slots, lam)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == 3 else loss), metrics
+
+    monkeypatch.setattr(train_module, "dynamics_loss", poisoned)
+    cfg = tiny_config(tmp_path / "run")
+    with pytest.raises(TrainingDivergedError, match=r"nan at step 5 \(dynamics\).*step_0000003"):
+        train(cfg, data=tiny_data)
+    assert read_checkpoint(tmp_path / "run")[0].step == 3
+
+
+def test_tiny_model_overfits_a_tiny_dataset(tmp_path: Path, tiny_data) -> None:  # type: ignore[no-untyped-def]
+    cfg = tiny_config(
+        tmp_path / "run",
+        "vae.pretrain_steps=20",
+        "optim.steps=200",
+        "optim.lr=3e-3",
+        "optim.weight_decay=0.0",
+        "optim.min_lr_ratio=1.0",
+        "optim.batch_size=6",
+        "model.d_model=32",
+        "model.gate_init_bias=10.0",
+        "sparsity.enabled=false",
+        "run.checkpoint_every=1000",
+    )
+    result = train(cfg, data=tiny_data)
+    mse = [h["mse"] for h in result.history if h["phase"] == "dynamics"]
+    # starts at the "nothing moves" error (zero-initialised head), ends far below it
+    assert np.mean(mse[-10:]) < 0.2 * np.mean(mse[:3])  # type: ignore[arg-type]
+
+
+def test_reference_and_triton_interpreter_give_the_same_losses(
+    tmp_path: Path,
+    tiny_data,  # type: ignore[no-untyped-def]
+) -> None:
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton on the CPU needs TRITON_INTERPRET=1 from the start")
+    extra = ("vae.pretrain_steps=1", "optim.steps=2", "run.checkpoint_every=1000")
+    ref = train(tiny_config(tmp_path / "ref", "model.backend='reference'", *extra), data=tiny_data)
+    tri = train(tiny_config(tmp_path / "tri", "model.backend='triton'", *extra), data=tiny_data)
+    a, b = losses(ref.history), losses(tri.history)
+    assert [s for s, _ in a] == [s for s, _ in b]
+    np.testing.assert_allclose([x for _, x in a], [x for _, x in b], rtol=1e-4, atol=1e-7)
