@@ -828,7 +828,8 @@ def _run_train(ctx: _Context, unit: Unit) -> dict[str, Any]:
     t0 = time.perf_counter()
     result = train(cfg, resume=True)
     wall = time.perf_counter() - t0
-    last = next((h for h in reversed(result.history) if h.get("phase") == "dynamics"), {})
+    dyn = [h for h in result.history if h.get("phase") == "dynamics"]
+    last: dict[str, Any] = dyn[-1] if dyn else {}
     return {
         "wall_s": round(wall, 3),
         "steps": result.step,
@@ -965,10 +966,11 @@ def write_results(
     records = rundir.records()
     rows = aggregate(records)
     unit_wall = math.fsum(float(r.get("wall_s", 0.0)) for r in records)
-    summary = {
+    hw = hardware()
+    summary: dict[str, Any] = {
         "protocol": _protocol_to_dict(protocol),
         "config": config_to_dict(base),
-        "hardware": hardware(),
+        "hardware": hw,
         "wall_s_units_total": round(unit_wall, 3),
         "wall_s_this_call": round(wall_s, 3),
         "ran": list(ran),
@@ -986,7 +988,6 @@ def write_results(
         "zero_shot": protocol.composite_envs,
         "finetune": protocol.composite_envs,
     }
-    hw = summary["hardware"]
     text = "\n".join(
         [
             "# s2ssm reproduction of arXiv 2505.02074",
