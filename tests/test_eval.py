@@ -1,0 +1,153 @@
+"""Evaluation, plots and the train / eval / plot command line on a tiny trained checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from s2ssm.checkpoint import load_model
+from s2ssm.errors import InvalidInputError
+from s2ssm.evaluate import evaluate, evaluate_env, format_markdown, learned_local_graphs
+from s2ssm.experiment_cli import add_parsers
+from s2ssm.model import local_graph_from_edges
+
+TINY_TOML = """
+[run]
+device = "cpu"
+progress = false
+checkpoint_every = 100
+[data]
+envs = ["neutral"]
+train_sequences = 4
+seq_len = 6
+resolution = 16
+[vae]
+latent_dim = 6
+channels = [4, 8]
+decoder_channels = 4
+pretrain_steps = 2
+batch_size = 8
+[model]
+d_model = 8
+d_state = 4
+[optim]
+steps = 3
+batch_size = 2
+[eval]
+envs = ["neutral"]
+sequences = 3
+seq_len = 6
+batch_size = 2
+context = 2
+horizon = 3
+fit_code_steps = 2
+"""
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="s2ssm")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("eval")
+    config = root / "tiny.toml"
+    config.write_text(TINY_TOML)
+    out = root / "run"
+    assert (
+        cli(["train", "--config", str(config), "--out-dir", str(out), "--set", "run.seed=3"]) == 0
+    )
+    return out
+
+
+def test_learned_local_graphs_match_the_torch_path_product() -> None:
+    edges = torch.rand(3, 5, 2, 4, 5) < 0.4
+    np.testing.assert_array_equal(
+        learned_local_graphs(edges), local_graph_from_edges(edges).numpy()
+    )
+
+
+def cell_shd(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """SHD with double-counted reversals and ignored self-loops = differing off-diagonal cells."""
+    k = pred.shape[-2]
+    off = ~np.eye(k, k + 1, dtype=bool)
+    return ((pred != true) & off).sum(axis=(-2, -1))
+
+
+def test_eval_scores_are_consistent_with_the_raw_graphs(run_dir: Path) -> None:
+    model, info = load_model(run_dir)
+    result, raw = evaluate_env(model, info.config, "neutral", torch.device("cpu"))
+    learned, truth = raw["learned"], raw["truth"]
+    assert learned.shape == truth.shape == (3, 5, 4, 5)
+    assert result.shd_local == pytest.approx(cell_shd(learned, truth).mean())
+    assert result.shd_local_dense == pytest.approx(cell_shd(np.ones_like(truth), truth).mean())
+    share = learned.reshape(-1, 4, 5).mean(0)
+    np.testing.assert_allclose(result.learned_global, share.round(4))
+    glob = share > info.config.eval.global_min_fraction
+    assert result.shd_global == cell_shd(glob, np.asarray(result.true_global))
+    slots = raw["slots"]
+    mse = float(((raw["pred"][:, :-1] - slots[:, 1:]) ** 2).mean())
+    assert result.mse_1step == pytest.approx(mse)
+    assert len(result.mse_rollout_steps) == 3
+    assert result.mse_rollout == pytest.approx(np.mean(result.mse_rollout_steps))
+    assert 0.0 <= result.edge_density <= 1.0 and result.code == "trained"
+
+
+def test_eval_command_writes_markdown_and_json(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report"
+    assert cli(["eval", str(run_dir), "--out", str(out), "--env", "neutral", "--env", "sine"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    envs = [r["env"] for r in report["results"]]
+    assert envs == ["neutral", "sine"]
+    assert [r["code"] for r in report["results"]] == ["trained", "fitted"]
+    table = (out / "eval.md").read_text()
+    assert "| neutral | trained |" in table and "| sine | fitted |" in table
+    assert "SHD local" in capsys.readouterr().out
+    for r in report["results"]:
+        assert np.isfinite(r["mse_1step"]) and r["shd_local"] >= 0
+
+
+def test_eval_rejects_unknown_environments_and_checkpoints(run_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="unknown environment"):
+        evaluate(run_dir, envs=["nowhere"], out_dir=tmp_path)
+    with pytest.raises(InvalidInputError, match="no checkpoint"):
+        evaluate(tmp_path, out_dir=tmp_path)
+
+
+def test_format_markdown_has_one_row_per_result(run_dir: Path, tmp_path: Path) -> None:
+    results, _ = evaluate(run_dir, out_dir=tmp_path)
+    table = format_markdown(results, "title")
+    assert table.startswith("### title")
+    assert len([line for line in table.splitlines() if line.startswith("| neutral")]) == 1
+
+
+def test_plot_command_writes_pngs(run_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "plots"
+    assert cli(["plot", str(run_dir), "--out", str(out)]) == 0
+    for name in ("graphs_neutral.png", "rollout_neutral.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 1000
+
+
+def test_train_command_resumes(run_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_TOML)
+    out = tmp_path / "run"
+    args = ["train", "--config", str(config), "--out-dir", str(out), "--set", "run.log_every=1"]
+    assert cli([*args, "--set", "optim.steps=1"]) == 0
+    assert cli([*args, "--resume"]) == 0
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3, 4]
+    _, info = load_model(out)
+    assert info.step == 5
