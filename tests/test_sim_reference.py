@@ -128,3 +128,64 @@ def test_gym_env_reproduces_generate() -> None:
     assert info["local_graph"][2, 4] and info["interventions"][[1, 3]].all()
     with pytest.raises(InvalidInputError, match="unknown targets"):
         env.step({"paddle": 1.0})
+
+
+def test_render_reproduces_generate() -> None:
+    want = ref.generate("gravity", 3, 10, seed=4, velocity="previous")
+    start = ref.initial_state(4, np.arange(3, dtype=np.uint64)).to_array()[:, None, 2:4]
+    previous = np.concatenate([start, want.states[:, :-1, 2:4]], axis=1)
+    frames, masks = sim.render(want.states, previous=previous, velocity="previous")
+    got = sim.generate("gravity", 3, 10, seed=4, velocity="previous")
+    np.testing.assert_array_equal(frames, got.frames)
+    np.testing.assert_array_equal(masks, got.masks)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    data=st.data(),
+    resolution=st.integers(16, 48),
+    velocity=st.sampled_from(sim._api.VELOCITY_CUES),
+    occlusion=st.booleans(),
+)
+def test_render_matches_reference_on_arbitrary_states(
+    data: st.DataObject, resolution: int, velocity: str, occlusion: bool
+) -> None:
+    # Anywhere in (and a little beyond) the field, scores as floats.
+    n = data.draw(st.integers(1, 4))
+    coord = st.floats(-2.0, 34.0)
+    rows = [
+        [
+            data.draw(coord),
+            data.draw(coord),
+            data.draw(coord),
+            data.draw(coord),
+            data.draw(st.floats(-10.0, 10.0)),
+            data.draw(st.floats(0.0, 4.0)),
+            float(data.draw(st.integers(0, 4))),
+            float(data.draw(st.integers(0, 4))),
+        ]
+        for _ in range(n)
+    ]
+    states = np.array(rows)
+    previous = states[:, 2:4] + data.draw(st.floats(-2.0, 2.0))
+    frames, masks = sim.render(
+        states, previous=previous, resolution=resolution, velocity=velocity, occlusion=occlusion
+    )
+    want_frames, want_masks = ref.render(
+        states, resolution, previous=previous, velocity=velocity, occlusion=occlusion
+    )
+    np.testing.assert_array_equal(frames, want_frames)
+    np.testing.assert_array_equal(masks, want_masks)
+
+
+def test_render_bad_input() -> None:
+    with pytest.raises(InvalidInputError, match=r"states: expected shape \(\.\.\., 8\)"):
+        sim.render(np.zeros((2, 7)))
+    with pytest.raises(InvalidInputError, match="finite"):
+        sim.render(np.full((1, 8), np.nan))
+    with pytest.raises(InvalidInputError, match="previous"):
+        sim.render(np.zeros((2, 8)), previous=np.zeros((3, 2)))
+    with pytest.raises(InvalidInputError, match="resolution"):
+        sim.render(np.zeros((1, 8)), resolution=8)
+    frames, masks = sim.render(np.zeros((0, 8)))
+    assert frames.shape == (0, 32, 32, 3) and masks.shape == (0, 32, 32)

@@ -62,6 +62,16 @@ def sim_generate_into(
     env_ids: npt.NDArray[np.int64],
     num_threads: int | None = None,
 ) -> None: ...
+def sim_render_into(
+    states: npt.NDArray[np.float64],
+    previous: npt.NDArray[np.float64] | None,
+    resolution: int,
+    velocity: str,
+    occlusion: bool,
+    frames: npt.NDArray[np.uint8],
+    masks: npt.NDArray[np.uint8],
+    num_threads: int | None = None,
+) -> None: ...
 def sim_environments() -> list[tuple[str, int]]: ...
 def sim_mechanisms() -> list[tuple[str, int]]: ...
 def sim_global_graph(

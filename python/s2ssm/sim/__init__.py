@@ -1,7 +1,8 @@
 """Interventional Pong simulator (Rust core): deterministic, batched, all paper environments.
 
 - :func:`generate` -> :class:`PongBatch` (frames, masks, states, interventions, local graphs,
-  env ids); :func:`iterate` streams batches from reused buffers.
+  env ids); :func:`iterate` streams batches from reused buffers; :func:`render` draws
+  arbitrary states (e.g. a model's predictions) exactly as :func:`generate` does.
 - :data:`ENVIRONMENTS` (the 11 of SPARTAN / S2-SSM), :func:`env_id`,
   :func:`register_environment` for user combinations of :data:`MECHANISMS`.
 - :func:`global_graph`, :func:`unpack_masks`; objects :data:`OBJECTS`, variables
@@ -47,6 +48,7 @@ from s2ssm.sim._api import (
     PongBatch,
     generate,
     iterate,
+    render,
     unpack_masks,
 )
 from s2ssm.sim._envs import (
@@ -84,6 +86,7 @@ __all__ = [
     "iterate",
     "open_dataset",
     "register_environment",
+    "render",
     "unpack_masks",
     "write_dataset",
 ]

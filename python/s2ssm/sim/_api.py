@@ -15,7 +15,15 @@ from s2ssm import _core
 from s2ssm.errors import InvalidInputError, InvalidTypeError
 from s2ssm.sim._envs import OBJECTS, STATE_NAMES, TARGETS, _env_bits
 
-__all__ = ["MAX_RESOLUTION", "MIN_RESOLUTION", "PongBatch", "generate", "iterate", "unpack_masks"]
+__all__ = [
+    "MAX_RESOLUTION",
+    "MIN_RESOLUTION",
+    "PongBatch",
+    "generate",
+    "iterate",
+    "render",
+    "unpack_masks",
+]
 
 MIN_RESOLUTION = 16
 MAX_RESOLUTION = 128
@@ -231,6 +239,59 @@ def iterate(
 def _contiguous_head(batch: PongBatch, m: int) -> PongBatch:
     """The first ``m`` sequences of ``batch`` (contiguous views: the leading axis is outermost)."""
     return batch.slice(0, m)
+
+
+def render(
+    states: npt.ArrayLike,
+    *,
+    previous: npt.ArrayLike | None = None,
+    resolution: int = 32,
+    velocity: str = "none",
+    occlusion: bool = False,
+    num_threads: int | None = None,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """Draws arbitrary states ``(..., len(STATE_NAMES))`` (e.g. a model's predictions).
+
+    Returns frames uint8 ``(..., H, W, C)`` and masks uint8 ``(..., H, W)``, byte for byte what
+    :func:`generate` draws for the same states (scores are rounded and clipped to 0..4).
+    ``previous``: ``(..., 2)`` previous ball positions for ``velocity="previous"`` (default:
+    the current position, i.e. no cue).
+    """
+    array = np.asarray(states)
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise InvalidTypeError(f"states: expected a real array, got dtype {array.dtype}")
+    if array.ndim < 1 or array.shape[-1] != len(STATE_NAMES):
+        raise InvalidInputError(
+            f"states: expected shape (..., {len(STATE_NAMES)}), got {array.shape}"
+        )
+    lead = array.shape[:-1]
+    flat = np.ascontiguousarray(array.reshape(-1, len(STATE_NAMES)), dtype=np.float64)
+    if not np.isfinite(flat).all():
+        raise InvalidInputError("states: expected finite values")
+    prev = None
+    if previous is not None:
+        prev_array = np.asarray(previous)
+        if prev_array.shape != (*lead, 2):
+            raise InvalidInputError(
+                f"previous: expected shape {(*lead, 2)}, got {prev_array.shape}"
+            )
+        prev = np.ascontiguousarray(prev_array.reshape(-1, 2), dtype=np.float64)
+    resolution = _int("resolution", resolution, MIN_RESOLUTION, MAX_RESOLUTION)
+    if num_threads is not None:
+        num_threads = _int("num_threads", num_threads, 1, 1024)
+    if velocity not in VELOCITY_CUES:
+        raise InvalidInputError(f"velocity: expected one of {VELOCITY_CUES}, got {velocity!r}")
+    channels = 4 if velocity == "next_channel" else 3
+    n = flat.shape[0]
+    frames = np.empty((n, resolution, resolution, channels), np.uint8)
+    masks = np.empty((n, resolution, resolution), np.uint8)
+    _core.sim_render_into(
+        flat, prev, resolution, velocity, bool(occlusion), frames, masks, num_threads
+    )
+    return (
+        frames.reshape((*lead, resolution, resolution, channels)),
+        masks.reshape((*lead, resolution, resolution)),
+    )
 
 
 def unpack_masks(masks: npt.ArrayLike) -> npt.NDArray[np.bool_]:

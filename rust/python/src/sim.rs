@@ -4,12 +4,12 @@
 
 use crate::errors::{invalid, run_in, thread_pool, to_py_err};
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray2, PyReadwriteArray1, PyReadwriteArrayDyn};
+use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2, PyReadwriteArray1, PyReadwriteArrayDyn};
 use pyo3::prelude::*;
 use s2ssm_core::sim::dynamics::{Interventions, STATE_DIM, TARGETS};
 use s2ssm_core::sim::env::{self, Mechanisms, K};
 use s2ssm_core::sim::render::{RenderConfig, Renderer, Velocity};
-use s2ssm_core::sim::{generate_into, Outputs, SimConfig};
+use s2ssm_core::sim::{generate_into, render_states, Outputs, SimConfig};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Process id of the first call that used rayon's global pool.
@@ -178,6 +178,46 @@ fn sim_generate_into(
     Ok(())
 }
 
+/// Renders `(n, STATE_DIM)` float64 states into `(n, R, R, C)` frames and `(n, R, R)` masks.
+#[pyfunction]
+#[pyo3(signature = (states, previous, resolution, velocity, occlusion, frames, masks, num_threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn sim_render_into(
+    py: Python<'_>,
+    states: PyReadonlyArray2<'_, f64>,
+    previous: Option<PyReadonlyArray2<'_, f64>>,
+    resolution: usize,
+    velocity: &str,
+    occlusion: bool,
+    mut frames: PyReadwriteArrayDyn<'_, u8>,
+    mut masks: PyReadwriteArrayDyn<'_, u8>,
+    num_threads: Option<usize>,
+) -> PyResult<()> {
+    let config = RenderConfig {
+        resolution,
+        velocity: parse_velocity(py, velocity)?,
+        occlusion,
+    };
+    let pool = thread_pool(py, num_threads.or_else(fork_safe_threads))?;
+    let renderer = py
+        .detach(|| Renderer::shared(config))
+        .map_err(|e| to_py_err(py, e))?;
+    let slice_err = |name: &'static str| invalid(py, name, "expected a C-contiguous array");
+    let states = states.as_slice().map_err(|_| slice_err("states"))?;
+    let previous = match previous.as_ref() {
+        Some(p) => Some(p.as_slice().map_err(|_| slice_err("previous"))?),
+        None => None,
+    };
+    let frames = frames.as_slice_mut().map_err(|_| slice_err("frames"))?;
+    let masks = masks.as_slice_mut().map_err(|_| slice_err("masks"))?;
+    py.detach(|| {
+        run_in(pool.as_ref(), || {
+            render_states(&renderer, states, previous, frames, masks)
+        })
+    })
+    .map_err(|e| to_py_err(py, e))
+}
+
 /// The built-in environments in id order: `[(name, mechanism bits), ...]`.
 #[pyfunction]
 fn sim_environments() -> Vec<(&'static str, u32)> {
@@ -210,6 +250,7 @@ fn sim_global_graph(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sim_generate_into, m)?)?;
+    m.add_function(wrap_pyfunction!(sim_render_into, m)?)?;
     m.add_function(wrap_pyfunction!(sim_environments, m)?)?;
     m.add_function(wrap_pyfunction!(sim_mechanisms, m)?)?;
     m.add_function(wrap_pyfunction!(sim_global_graph, m)?)?;

@@ -177,6 +177,73 @@ pub fn generate_into(
     Ok(())
 }
 
+/// Renders `n` arbitrary states (`states`: `n * STATE_DIM`, in the order of
+/// [`State::to_array`]; scores rounded and clipped to 0..4) into `frames` and `masks`.
+/// `previous` (`n * 2` ball positions) feeds [`render::Velocity::Previous`]; without it the
+/// current position is used. Non-finite states are an error.
+pub fn render_states(
+    renderer: &Renderer,
+    states: &[f64],
+    previous: Option<&[f64]>,
+    frames: &mut [u8],
+    masks: &mut [u8],
+) -> CoreResult<()> {
+    if states.len() % STATE_DIM != 0 {
+        return Err(CoreError::invalid(
+            "states",
+            format!(
+                "expected rows of {STATE_DIM} values, got {} values",
+                states.len()
+            ),
+        ));
+    }
+    let n = states.len() / STATE_DIM;
+    check_len("frames", frames.len(), n * renderer.frame_len())?;
+    check_len("masks", masks.len(), n * renderer.mask_len())?;
+    if let Some(prev) = previous {
+        check_len("previous", prev.len(), n * 2)?;
+        if prev.iter().any(|v| !v.is_finite()) {
+            return Err(CoreError::invalid("previous", "expected finite positions"));
+        }
+    }
+    if states.iter().any(|v| !v.is_finite()) {
+        return Err(CoreError::invalid("states", "expected finite values"));
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let score = |v: f64| v.round().clamp(0.0, 4.0) as u8;
+    frames
+        .par_chunks_mut(renderer.frame_len())
+        .zip(masks.par_chunks_mut(renderer.mask_len()))
+        .zip(states.par_chunks(STATE_DIM))
+        .enumerate()
+        .for_each(|(i, ((frame, mask), row))| {
+            let s = State {
+                paddle_left: row[0],
+                paddle_right: row[1],
+                ball_x: row[2],
+                ball_y: row[3],
+                ball_dir: row[4],
+                ball_speed: row[5],
+                score_left: score(row[6]),
+                score_right: score(row[7]),
+            };
+            let prev = previous
+                .and_then(|p| p.get(2 * i..2 * i + 2))
+                .map_or((s.ball_x, s.ball_y), |p| (p[0], p[1]));
+            let cues = BallCues {
+                previous: prev,
+                next: (
+                    s.ball_x + libm::sin(s.ball_dir) * s.ball_speed,
+                    s.ball_y + libm::cos(s.ball_dir) * s.ball_speed,
+                ),
+            };
+            renderer.render(&s, &cues, frame, mask);
+        });
+    Ok(())
+}
+
 /// Runs one sequence into its slices (lengths checked by the caller).
 #[allow(clippy::too_many_arguments)]
 fn run_sequence(
