@@ -63,6 +63,7 @@ class TrainResult:
     step: int  # steps done in total (VAE + dynamics)
     history: list[dict[str, Any]]  # the metrics of every step this call ran
     checkpoint: Path | None
+    model: S2SSM  # the trained model (this rank's replica)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -461,4 +462,4 @@ def _train(
             handle.close()
         if progress is not None:
             progress.close()
-    return TrainResult(out_dir, trainer.step, history, trainer.checkpoint)
+    return TrainResult(out_dir, trainer.step, history, trainer.checkpoint, trainer.model)
