@@ -3,7 +3,21 @@
 import numpy as np
 import numpy.typing as npt
 
-__all__: list[str]
+__all__ = [
+    "MAX_NODES",
+    "SIM_STATE_DIM",
+    "__version__",
+    "edge_counts",
+    "path_counts_f64",
+    "path_counts_u64",
+    "reachability",
+    "shd",
+    "sim_environments",
+    "sim_generate_into",
+    "sim_global_graph",
+    "sim_mechanisms",
+    "sim_render_into",
+]
 __version__: str
 MAX_NODES: int
 
