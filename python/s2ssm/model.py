@@ -172,21 +172,23 @@ class ObjectVAE(nn.Module):
         nn.init.normal_(self.blob.weight, std=0.01)
         nn.init.zeros_(self.blob.bias)
         nn.init.constant_(self.blob.bias[5:], math.log(0.1))
+        last = nn.Conv2d(hidden, 3, 1)
+        nn.init.zeros_(last.weight)  # the decoder starts as the blob alone
+        nn.init.zeros_(last.bias)  # type: ignore[arg-type]
         self.decoder = nn.Sequential(
             nn.Conv2d(cfg.latent_dim + 5, hidden, 3, padding=1),
             nn.SiLU(),
             nn.Conv2d(hidden, hidden, 3, padding=1),
             nn.SiLU(),
-            nn.Conv2d(hidden, 3, 1),
+            last,
         )
-        nn.init.zeros_(self.decoder[-1].weight)
-        nn.init.zeros_(self.decoder[-1].bias)
 
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(..., 3, H, W) -> posterior mean and log-variance, each (..., D)."""
         lead = images.shape[:-3]
         flat = images.reshape(-1, *images.shape[-3:])
-        grid = _coords(*flat.shape[-2:], flat.device, flat.dtype).expand(flat.shape[0], -1, -1, -1)
+        h, w = flat.shape[-2:]
+        grid = _coords(h, w, flat.device, flat.dtype).expand(flat.shape[0], -1, -1, -1)
         feats = self.encoder(torch.cat([flat, grid], dim=1)).flatten(1)
         stats = self.to_stats(torch.cat([feats, image_moments(flat)], dim=1))
         mu, logvar = stats.chunk(2, dim=-1)
@@ -369,10 +371,10 @@ class CausalTimeAttention(nn.Module):
                 f"sequence length {t} exceeds model.max_len {self.position.shape[0]}"
             )
         q, k, v = self.qkv(x + self.position[:t]).chunk(3, dim=-1)
-        heads = [
+        q, k, v = (
             z.view(b, t, self.num_heads, d // self.num_heads).transpose(1, 2) for z in (q, k, v)
-        ]
-        y = F.scaled_dot_product_attention(*heads, is_causal=True)
+        )
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -431,7 +433,8 @@ class SlotSSMBlock(nn.Module):
             training=self.training,
             threshold=self.threshold,
         )
-        mask = mask.masked_fill(self.self_edges, 0.0)  # an object always reads its own slot
+        self_edges: Tensor = self.self_edges  # type: ignore[assignment]
+        mask = mask.masked_fill(self_edges, 0.0)  # an object always reads its own slot
         out, _ = self.attention(children, parents, mask=mask.to(children.dtype))
         x = x + out.reshape(b, t, k, d)
         x = x + self.mlp(self.norm_mlp(x))

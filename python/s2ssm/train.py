@@ -377,9 +377,10 @@ class _Trainer:
                 dist.all_reduce(t)
                 mse = float(t.item()) / self.world
             self.schedule.update(mse)
-        metrics = {"step": self.step, "phase": "vae" if pretraining else "dynamics", **metrics}
+        record: dict[str, Any] = {"step": self.step, "phase": "vae" if pretraining else "dynamics"}
+        record.update(metrics)
         self.step += 1
-        return metrics
+        return record
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
