@@ -29,7 +29,7 @@ from s2ssm.reproduce import (
     RunDirectory,
     Unit,
     aggregate,
-    evaluate_dynamics,
+    evaluate_model,
     finetune_dynamics,
     format_mean_std,
     markdown_tables,
@@ -37,6 +37,7 @@ from s2ssm.reproduce import (
     model_config,
     plan_units,
     run_protocol,
+    set_env_code,
     trained_code,
 )
 
@@ -231,10 +232,10 @@ def _rec(kind: str, model: str, seed: int, env: str, mse: float, shd: float) -> 
         "model": model,
         "seed": seed,
         "env": env,
-        "mse": mse,
-        "shd": shd,
+        "mse_1step": mse,
+        "shd_local": shd,
         "shd_global": 1.0,
-        "rollout_mse": math.nan,
+        "mse_rollout": math.nan,
     }
 
 
@@ -257,12 +258,13 @@ def test_aggregate_groups_over_seeds() -> None:
     ]
     first = rows[0]
     assert first["n"] == 3 and first["seeds"] == [0, 1, 2]
-    assert first["mse_mean"] == 3.0 and first["mse_std"] == 2.0
-    np.testing.assert_allclose(first["shd_mean"], 5.0)
-    np.testing.assert_allclose(first["shd_std"], np.std([2.0, 4.0, 9.0], ddof=1))
+    assert first["mse_1step_mean"] == 3.0 and first["mse_1step_std"] == 2.0
+    np.testing.assert_allclose(first["shd_local_mean"], 5.0)
+    np.testing.assert_allclose(first["shd_local_std"], np.std([2.0, 4.0, 9.0], ddof=1))
     assert first["shd_global_mean"] == 1.0 and first["shd_global_std"] == 0.0
-    assert math.isnan(first["rollout_mse_mean"])  # nan in every seed stays nan
-    assert rows[1]["n"] == 1 and rows[1]["mse_std"] == 0.0
+    assert math.isnan(first["mse_rollout_mean"])  # nan in every seed stays nan
+    assert math.isnan(first["f1_mean"])  # missing metric
+    assert rows[1]["n"] == 1 and rows[1]["mse_1step_std"] == 0.0
     # a nan in only some seeds is not silently dropped either
     mixed = aggregate(
         [
@@ -270,7 +272,7 @@ def test_aggregate_groups_over_seeds() -> None:
             _rec("simple", "s2ssm", 1, "sine", math.nan, 1.0),
         ]
     )
-    assert math.isnan(mixed[0]["mse_mean"]) and mixed[0]["shd_mean"] == 1.0
+    assert math.isnan(mixed[0]["mse_1step_mean"]) and mixed[0]["shd_local_mean"] == 1.0
 
 
 def test_format_and_markdown_tables() -> None:
@@ -301,55 +303,39 @@ def _tiny_model(seed: int = 0, **model: Any) -> S2SSM:
     return S2SSM(tiny_base(model=model)).eval()
 
 
-def test_evaluate_dynamics_matches_a_plain_computation() -> None:
+def test_evaluate_model_uses_the_environment_row_with_the_given_code() -> None:
     model = _tiny_model(gate_init_bias=0.0)
-    data = generate_sequences(("sine",), 3, 6, seed=11, resolution=16, intervention_prob=0.3)
-    res = evaluate_dynamics(
-        model,
-        data,
-        batch_size=2,
-        context=2,
-        horizon=3,
-        global_min_fraction=0.2,
+    eval_cfg = tiny_base(eval={"sequences": 3, "intervention_prob": 0.3}).eval
+    code = trained_code(model, ["neutral", "sine"])
+    w = model.dynamics.env_slot.codebook.weight.detach().clone()
+    torch.testing.assert_close(code, (w[0] + w[1]) / 2)
+    result, raw = evaluate_model(model, eval_cfg, "gravity_bounce", code=code)
+    assert result["code"] == "trained"  # its own row, never a code fitted on test sequences
+    torch.testing.assert_close(model.dynamics.env_slot.codebook.weight[7], code)
+    torch.testing.assert_close(model.dynamics.env_slot.codebook.weight[:7], w[:7])
+    # plain reference: the same sequences through the dynamics with the code given directly
+    data = generate_sequences(
+        ("gravity_bounce",),
+        3,
+        eval_cfg.seq_len,
+        seed=eval_cfg.seed,
+        resolution=16,
         intervention_prob=0.3,
     )
     with torch.no_grad():
         t = data.torch("cpu")
         slots = model.encode_slots(t["frames"], t["masks"])
-        out = model.dynamics(slots, t["env_ids"])
+        out = model.dynamics(slots, None, env_code=code.unsqueeze(0))
         mse = float(((out.pred[:, :-1] - slots[:, 1:]) ** 2).mean())
         learned = out.local_graphs()[:, :-1].numpy()
     truth = data.local_graphs[:, 1:]
-    k = truth.shape[-2]
-    off = ~np.eye(k, k + 1, dtype=bool)
+    off = ~np.eye(4, 5, dtype=bool)
     shd = np.mean([(learned[n, s] != truth[n, s])[off].sum() for n in range(3) for s in range(5)])
-    np.testing.assert_allclose(res["mse"], mse, rtol=1e-5)
-    np.testing.assert_allclose(res["shd"], shd)
-    freq = learned.reshape(-1, k, k + 1).mean(0)
-    np.testing.assert_allclose(res["edge_frequency"], freq, atol=1e-6)
-    true_global = sim.global_graph("sine", interventions=True)
-    assert res["true_global"] == true_global.astype(int).tolist()
-    assert res["shd_global"] == ((freq >= 0.2) != true_global)[off].sum()
-    assert res["transitions"] == 15 and np.isfinite(res["rollout_mse"])
-    # horizon that does not fit: no rollout metric
-    assert math.isnan(evaluate_dynamics(model, data, context=4, horizon=4)["rollout_mse"])
-    mixed = generate_sequences(("sine", "neutral"), 1, 6, seed=1, resolution=16)
-    with pytest.raises(InvalidInputError, match="one environment"):
-        evaluate_dynamics(model, mixed)
-
-
-def test_zero_shot_code_is_used() -> None:
-    model = _tiny_model(gate_init_bias=0.0)
-    data = generate_sequences(("gravity_bounce",), 2, 6, seed=3, resolution=16)
-    code = trained_code(model, ["neutral", "sine"])
-    w = model.dynamics.env_slot.codebook.weight.detach()
-    torch.testing.assert_close(code, (w[0] + w[1]) / 2)
-    with_code = evaluate_dynamics(model, data, env_code=code, context=2, horizon=3)
-    with torch.no_grad():  # same as putting the code into the environment's own row
-        model.dynamics.env_slot.codebook.weight[7] = code
-    with_row = evaluate_dynamics(model, data, context=2, horizon=3)
-    np.testing.assert_allclose(with_code["mse"], with_row["mse"], rtol=1e-6)
-    assert with_code["shd"] == with_row["shd"]
+    np.testing.assert_allclose(result["mse_1step"], mse, rtol=1e-5)
+    np.testing.assert_allclose(result["shd_local"], shd)
+    assert raw["data"].frames.shape[0] == 3
+    with pytest.raises(InvalidInputError, match="no codebook row"):
+        set_env_code(_tiny_model(num_env_codes=7), "gravity_bounce", code)
 
 
 @pytest.mark.parametrize("sparse", [True, False])
@@ -411,7 +397,7 @@ def test_finetune_dynamics(sparse: bool) -> None:
 def test_run_protocol_end_to_end_then_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    protocol = tiny_protocol(figures=True)
+    protocol = tiny_protocol()
     base = tiny_base()
     out = tmp_path / "out"
     summary = run_protocol(protocol, base, out, progress=False)
@@ -424,14 +410,13 @@ def test_run_protocol_end_to_end_then_resumes(
     rows = {(r["phase"], r["env"], r["model"]): r for r in results["summary"]}
     assert len(rows) == 3 * (2 + 1 + 1)
     for r in rows.values():
-        assert r["n"] == 1 and math.isfinite(r["mse_mean"]) and 0 <= r["shd_mean"] <= 16
+        assert r["n"] == 1 and math.isfinite(r["mse_1step_mean"])
+        assert 0 <= r["shd_local_mean"] <= 16
     assert results["hardware"]["cpu_count"] >= 1
     table = (out / "results.md").read_text(encoding="utf-8")
     assert "| neutral |" in table and "| gravity_bounce |" in table
     assert "fine-tuned" in table and "zero-shot" in table
-    figures = {p.name for p in (out / "figures").glob("*.png")}
-    assert "graphs__simple__s2ssm.png" in figures
-    assert "rollout__finetune__dense_ssm__gravity_bounce.png" in figures
+    assert not (out / "figures").exists()
     train_rec = json.loads((out / "units" / "train__s2ssm__seed0.json").read_text("utf-8"))
     assert train_rec["steps"] == base.vae.pretrain_steps + base.optim.steps
     ft_rec = json.loads(
@@ -444,7 +429,7 @@ def test_run_protocol_end_to_end_then_resumes(
         raise AssertionError("a finished unit ran again")
 
     monkeypatch.setattr("s2ssm.train.train", boom)
-    monkeypatch.setattr(reproduce, "evaluate_dynamics", boom)
+    monkeypatch.setattr(reproduce, "evaluate_model", boom)
     again = run_protocol(protocol, base, out, progress=False)
     assert again["ran"] == [] and again["skipped"] == [u.id for u in units]
     assert again["summary"] == results["summary"]
@@ -454,13 +439,33 @@ def test_run_protocol_end_to_end_then_resumes(
         run_protocol(dataclasses.replace(protocol, finetune_steps=5), base, out)
 
 
+def test_figures(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    protocol = tiny_protocol(
+        models=("s2ssm",), simple_envs=("sine",), zero_shot=False, seeds=(1, 0), figures=True
+    )
+    out = tmp_path / "out"
+    run_protocol(protocol, tiny_base(), out, progress=False)
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert figures == [
+        "graphs__finetune__s2ssm.png",
+        "graphs__finetune__s2ssm__gravity_bounce.png",
+        "graphs__simple__s2ssm.png",
+        "graphs__simple__s2ssm__sine.png",
+        "rollout__finetune__s2ssm__gravity_bounce.png",
+        "rollout__simple__s2ssm__sine.png",
+    ]
+    for name in figures:
+        assert (out / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_interrupted_run_continues_where_it_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     protocol = tiny_protocol(models=("s2ssm",))
     base = tiny_base()
     out = tmp_path / "out"
-    real = reproduce.evaluate_dynamics
+    real = reproduce.evaluate_model
     calls = []
 
     def interrupt_third(*args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -469,14 +474,14 @@ def test_interrupted_run_continues_where_it_stopped(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(reproduce, "evaluate_dynamics", interrupt_third)
+    monkeypatch.setattr(reproduce, "evaluate_model", interrupt_third)
     with pytest.raises(KeyboardInterrupt):
         run_protocol(protocol, base, out, progress=False)
     units = plan_units(protocol)
     done = [u.id for u in units if RunDirectory(out).done(u) is not None]
     assert done == [u.id for u in units[:3]]  # train + 2 simple evaluations
     before = {i: (out / "units" / f"{i}.json").read_bytes() for i in done}
-    monkeypatch.setattr(reproduce, "evaluate_dynamics", real)
+    monkeypatch.setattr(reproduce, "evaluate_model", real)
     summary = run_protocol(protocol, base, out, progress=False)
     assert summary["skipped"] == done
     assert summary["ran"] == [u.id for u in units[3:]]

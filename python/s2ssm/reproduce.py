@@ -19,12 +19,13 @@ Run directory (``OUT``)::
     OUT/units/<unit>.json        one record per finished unit of work, written atomically
     OUT/runs/<model>/seed<s>/    training runs (s2ssm.train; an interrupted one resumes from
                                  its last checkpoint)
-    OUT/rollouts/<model>__<env>.npz   decoded rollouts of the first seed (for the strips)
-    OUT/results.json, OUT/results.md, OUT/figures/*.png
+    OUT/results.json, OUT/results.md
+    OUT/figures/graphs__<phase>__<model>.png    overview: learned vs true global graphs
+    OUT/figures/{graphs,rollout}__<unit>.png    per evaluation of the first seed (s2ssm.plot)
 
 A unit whose record exists is skipped, so an interrupted reproduction continues where it
-stopped. Evaluation details (what exactly "SHD" means here, see :func:`evaluate_dynamics`) are
-ours where the paper does not pin them down; the docstrings say so.
+stopped. The metrics are those of :mod:`s2ssm.evaluate` (what exactly "SHD" means is spelled
+out there); where the paper does not pin a detail down, the choice is ours and documented.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,20 +55,18 @@ from s2ssm.checkpoint import (
 )
 from s2ssm.config import (
     Config,
+    EvalConfig,
     SparsityConfig,
     apply_overrides,
     config_from_dict,
     config_to_dict,
 )
-from s2ssm.errors import InvalidInputError, InvalidTypeError
+from s2ssm.errors import InvalidInputError, InvalidTypeError, S2ssmError
 from s2ssm.experiment_data import SequenceSet, batch_indices, env_id, generate_sequences
 from s2ssm.model import (
     S2SSM,
     LambdaSchedule,
-    compose_frame,
     dynamics_loss,
-    object_images,
-    rollout,
 )
 
 if sys.version_info >= (3, 11):
@@ -85,7 +84,7 @@ __all__ = [
     "RunDirectory",
     "Unit",
     "aggregate",
-    "evaluate_dynamics",
+    "evaluate_model",
     "finetune_dynamics",
     "format_mean_std",
     "load_protocol",
@@ -95,6 +94,8 @@ __all__ = [
     "plan_units",
     "preset",
     "run_protocol",
+    "set_env_code",
+    "trained_code",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,17 @@ MODEL_VARIANTS: dict[str, tuple[str, bool]] = {
     "transformer": ("transformer", True),
     "dense_ssm": ("ssm", False),
 }
-#: Metrics aggregated over seeds (see :func:`evaluate_dynamics`).
-METRICS: tuple[str, ...] = ("mse", "shd", "shd_global", "rollout_mse")
+#: Metrics aggregated over seeds (those of :class:`s2ssm.evaluate.EnvResult`).
+METRICS: tuple[str, ...] = (
+    "mse_1step",
+    "mse_copy",
+    "mse_rollout",
+    "shd_local",
+    "shd_local_dense",
+    "shd_global",
+    "f1",
+    "edge_density",
+)
 PHASES: tuple[str, ...] = ("simple", "zero_shot", "finetune")
 PHASE_TITLES = {
     "simple": "Simple environments (trained on all 7)",
@@ -471,83 +481,36 @@ def _single_env(data: SequenceSet) -> str:
     return env_name(int(ids[0]))
 
 
-@torch.no_grad()
-def evaluate_dynamics(
-    model: S2SSM,
-    data: SequenceSet,
-    *,
-    env_code: torch.Tensor | None = None,
-    batch_size: int = 32,
-    context: int = 4,
-    horizon: int = 8,
-    global_min_fraction: float = 0.01,
-    intervention_prob: float = 0.15,
-    slots: torch.Tensor | None = None,
-) -> dict[str, Any]:
-    """Metrics of ``model`` on sequences of one environment (eval mode, deterministic gates).
+def set_env_code(model: S2SSM, env: str, code: torch.Tensor) -> None:
+    """Write ``code`` (d_model,) into environment ``env``'s codebook row."""
+    index = env_id(env)
+    codebook = model.dynamics.env_slot.codebook
+    if index >= codebook.num_embeddings:
+        raise InvalidInputError(
+            f"environment {env!r} (id {index}) has no codebook row (model.num_env_codes = "
+            f"{codebook.num_embeddings})"
+        )
+    with torch.no_grad():
+        codebook.weight[index] = code.to(codebook.weight)
 
-    - ``mse``: next-slot MSE, mean over transitions t -> t + 1, objects and slot dimensions
-      (the training loss's prediction term, in the model's own VAE slot space).
-    - ``shd``: mean structural Hamming distance between the learned local graph of each
-      transition and the simulator's ground truth (``K x (K + 1)``, environment column
-      included; cell by cell, i.e. ``reversal="double"``; self-loops ignored because the model's
-      self edges are implicit, the ``+ I`` of the path product).
-    - ``shd_global``: SHD between the learned global graph (edges present in at least
-      ``global_min_fraction`` of the local graphs) and the environment's global graph
-      (``interventions=True`` when ``intervention_prob > 0``).
-    - ``rollout_mse``: MSE of an autoregressive rollout of ``horizon`` steps after ``context``
-      observed steps (skipped, ``nan``, when the sequences are too short).
-    - ``edge_frequency`` (K x (K + 1) list) and ``true_global`` for the heatmaps.
 
-    ``env_code`` overrides the codebook (zero-shot); ``slots`` reuses precomputed slots.
-    """
-    from s2ssm import graph
-    from s2ssm.sim import global_graph
+def evaluate_model(
+    model: S2SSM, eval_cfg: EvalConfig, env: str, *, code: torch.Tensor | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Scores of ``model`` on ``env`` with :func:`s2ssm.evaluate.evaluate_env` (its metrics:
+    ``mse_1step``, ``shd_local``, ``shd_global``, ``mse_rollout``, F1, ...) under ``eval_cfg``,
+    always with the environment's own codebook row (never a code fitted on the test
+    sequences): ``code`` is written into that row first (zero-shot: the mean trained code).
+    Returns the scores (a JSON-able dict) and the raw arrays for :mod:`s2ssm.plot`."""
+    from s2ssm.evaluate import evaluate_env
 
-    env = _single_env(data)
-    device = next(model.parameters()).device
-    model.eval()
-    if slots is None:
-        slots = encode_all(model, data, device, batch_size)
-    use_inter = model.config.model.use_interventions
-    n, steps = slots.shape[:2]
-    sq_sum, sq_count, roll_sum, roll_count = 0.0, 0, 0.0, 0
-    graphs = []
-    for idx in _chunks(n, batch_size):
-        part = data.take(idx).torch(device)
-        s = slots[torch.from_numpy(idx).to(device)]
-        env_ids = None if env_code is not None else part["env_ids"]
-        inter = part["interventions"] if use_inter else None
-        code = None if env_code is None else env_code.unsqueeze(0)
-        out = model.dynamics(s, env_ids, inter, code)
-        err = (out.pred[:, :-1].float() - s[:, 1:]).pow(2)
-        sq_sum += float(err.sum())
-        sq_count += err.numel()
-        graphs.append(out.local_graphs()[:, :-1].cpu().numpy())
-        if 0 < context and 0 < horizon and context + horizon <= steps:
-            inter_r = None if inter is None else inter[:, : context + horizon]
-            pred = rollout(model.dynamics, s[:, :context], horizon, env_ids, inter_r, code)
-            err = (pred.float() - s[:, context : context + horizon]).pow(2)
-            roll_sum += float(err.sum())
-            roll_count += err.numel()
-    pred_graphs = np.concatenate(graphs)  # (N, T - 1, K, K + 1)
-    true_graphs = np.asarray(data.local_graphs[:, 1:], dtype=bool)
-    k1 = pred_graphs.shape[-1]
-    flat_pred = pred_graphs.reshape(-1, k1 - 1, k1)
-    flat_true = true_graphs.reshape(-1, k1 - 1, k1)
-    local = graph.shd(flat_pred, flat_true, diagonal="ignore")
-    frequency = pred_graphs.reshape(-1, k1 - 1, k1).mean(axis=0)
-    true_global = global_graph(env, interventions=intervention_prob > 0)
-    shd_global = graph.shd(frequency >= global_min_fraction, true_global, diagonal="ignore")
-    return {
-        "mse": sq_sum / max(1, sq_count),
-        "shd": float(np.mean(local)),
-        "shd_global": float(shd_global),
-        "rollout_mse": roll_sum / roll_count if roll_count else math.nan,
-        "edge_frequency": frequency.round(6).tolist(),
-        "true_global": np.asarray(true_global, dtype=int).tolist(),
-        "transitions": int(flat_pred.shape[0]),
-    }
+    if code is not None:
+        set_env_code(model, env, code)
+    cfg = model.config
+    envs = tuple(dict.fromkeys((*cfg.data.envs, env)))  # "trained": use the row
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, envs=envs), eval=eval_cfg)
+    result, raw = evaluate_env(model, cfg, env, next(model.parameters()).device)
+    return result.as_dict(), raw
 
 
 def trained_code(model: S2SSM, envs: Sequence[str]) -> torch.Tensor:
@@ -579,15 +542,7 @@ def finetune_dynamics(
     metrics of every step. (Adapter: ``s2ssm.train.train`` starts from fresh weights only.)
     """
     device = next(model.parameters()).device
-    index = env_id(_single_env(data))
-    codebook = model.dynamics.env_slot.codebook
-    if index >= codebook.num_embeddings:
-        raise InvalidInputError(
-            f"environment id {index} has no codebook row (model.num_env_codes = "
-            f"{codebook.num_embeddings})"
-        )
-    with torch.no_grad():
-        codebook.weight[index] = init_code.to(codebook.weight)
+    set_env_code(model, _single_env(data), init_code)
     slots = encode_all(model, data, device)
     tensors = data.torch(device)
     for p in model.vae.parameters():
@@ -710,8 +665,10 @@ def markdown_tables(
                 if r is None:
                     cells += ["—", "—"]
                 else:
-                    cells.append(format_mean_std(r["mse_mean"], r["mse_std"], r["n"], sci=True))
-                    cells.append(format_mean_std(r["shd_mean"], r["shd_std"], r["n"], digits=2))
+                    mse = (r["mse_1step_mean"], r["mse_1step_std"], r["n"])
+                    shd = (r["shd_local_mean"], r["shd_local_std"], r["n"])
+                    cells.append(format_mean_std(*mse, sci=True))
+                    cells.append(format_mean_std(*shd, digits=2))
             lines.append("| " + " | ".join(cells) + " |")
         seeds = sorted({s for r in phase_rows for s in r["seeds"]})
         lines += ["", f"Seeds: {seeds}; mean ± sample std (ddof = 1) over seeds.", ""]
@@ -726,12 +683,11 @@ def markdown_tables(
 
 @dataclass
 class _Context:
-    """What the units of one invocation share (data and the loaded model)."""
+    """What the units of one invocation share (settings and the loaded model)."""
 
     protocol: Protocol
     base: Config
     root: Path
-    eval_data: dict[str, SequenceSet] = field(default_factory=dict)
     loaded: tuple[tuple[str, int], S2SSM] | None = None
 
     def device(self) -> torch.device:
@@ -739,25 +695,12 @@ class _Context:
 
         return select_device(self.base.run.device)
 
-    def eval_set(self, env: str) -> SequenceSet:
-        if env not in self.eval_data:
-            ev = self.base.eval
-            self.eval_data[env] = generate_sequences(
-                (env,),
-                ev.sequences,
-                ev.seq_len,
-                seed=ev.seed,
-                resolution=self.base.data.resolution,
-                intervention_prob=ev.intervention_prob,
-                num_threads=self.base.run.num_threads or None,
-            )
-        return self.eval_data[env]
-
     def run_dir(self, model: str, seed: int) -> Path:
         return self.root / "runs" / model / f"seed{seed}"
 
     def model(self, model: str, seed: int, fresh: bool = False) -> S2SSM:
-        """The trained model (cached; ``fresh`` reloads it, for fine-tuning)."""
+        """The trained model (cached for the simple environments; ``fresh`` loads a private copy
+        that zero-shot and fine-tuning may change)."""
         key = (model, seed)
         if not fresh and self.loaded is not None and self.loaded[0] == key:
             return self.loaded[1]
@@ -765,60 +708,6 @@ class _Context:
         if not fresh:
             self.loaded = (key, loaded)
         return loaded  # type: ignore[no-any-return]
-
-    def eval_kwargs(self) -> dict[str, Any]:
-        ev = self.base.eval
-        return {
-            "batch_size": ev.batch_size,
-            "context": ev.context,
-            "horizon": ev.horizon,
-            "global_min_fraction": ev.global_min_fraction,
-            "intervention_prob": ev.intervention_prob,
-        }
-
-
-def _to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """(..., 3, H, W) floats in [0, 1] -> (..., H, W, 3) uint8."""
-    return frames.clamp(0, 1).mul(255).round().byte().movedim(-3, -1).cpu().numpy()
-
-
-@torch.no_grad()
-def _save_rollout(ctx: _Context, model: S2SSM, unit: Unit, code: torch.Tensor | None) -> None:
-    """Frames of the first eval sequence after the context, for the strips: the true objects
-    (masked frame, what the model can reconstruct), the VAE reconstruction of the true slots,
-    and the decoded rollout."""
-    ev = ctx.base.eval
-    data = ctx.eval_set(unit.env).take(np.arange(1))
-    device = next(model.parameters()).device
-    slots = encode_all(model, data, device)
-    steps = min(ev.context + ev.horizon, slots.shape[1])
-    horizon = steps - ev.context
-    if horizon <= 0:
-        return
-    t = data.torch(device)
-    env_ids = None if code is not None else t["env_ids"]
-    inter = t["interventions"][:, :steps] if model.config.model.use_interventions else None
-    pred = rollout(
-        model.dynamics,
-        slots[:, : ev.context],
-        horizon,
-        env_ids,
-        inter,
-        None if code is None else code.unsqueeze(0),
-    )
-    images = object_images(
-        t["frames"][0, ev.context : steps], t["masks"][0, ev.context : steps], slots.shape[2]
-    )
-    path = ctx.root / "rollouts" / f"{unit.kind}__{unit.model}__{unit.env}.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(
-        tmp,
-        truth=_to_uint8(compose_frame(images)),
-        recon=_to_uint8(model.decode_frames(slots[0, ev.context : steps])),
-        pred=_to_uint8(model.decode_frames(pred[0])),
-    )
-    os.replace(tmp, path)
 
 
 def _run_train(ctx: _Context, unit: Unit) -> dict[str, Any]:
@@ -843,13 +732,12 @@ def _run_train(ctx: _Context, unit: Unit) -> dict[str, Any]:
 
 def _run_eval(ctx: _Context, unit: Unit) -> dict[str, Any]:
     t0 = time.perf_counter()
-    data = ctx.eval_set(unit.env)
     code = None
     extra: dict[str, Any] = {}
     if unit.kind == "simple":
         model = ctx.model(unit.model, unit.seed)
     elif unit.kind == "zero_shot":
-        model = ctx.model(unit.model, unit.seed)
+        model = ctx.model(unit.model, unit.seed, fresh=True)
         code = trained_code(model, ctx.protocol.simple_envs)
     else:
         model = ctx.model(unit.model, unit.seed, fresh=True)
@@ -883,12 +771,30 @@ def _run_eval(ctx: _Context, unit: Unit) -> dict[str, Any]:
             "finetune_sequences": n_ft,
             "finetune_final_mse": history[-1]["mse"] if history else None,
         }
-    result = evaluate_dynamics(model, data, env_code=code, **ctx.eval_kwargs())
-    if unit.seed == ctx.protocol.seeds[0]:
-        _save_rollout(ctx, model, unit, code)
+    result, raw = evaluate_model(model, ctx.base.eval, unit.env, code=code)
+    if ctx.protocol.figures and unit.seed == ctx.protocol.seeds[0]:
+        _unit_figures(ctx, model, unit, raw)
     result.update(extra)
     result["wall_s"] = round(time.perf_counter() - t0, 3)
     return result
+
+
+def _unit_figures(ctx: _Context, model: S2SSM, unit: Unit, raw: dict[str, Any]) -> None:
+    """Graph heatmaps and the rollout strip of one evaluation (:mod:`s2ssm.plot`)."""
+    from s2ssm import plot
+
+    stem = f"{unit.kind}__{unit.model}__{unit.env}"
+    try:
+        plot.plot_graphs(raw, unit.env, ctx.root / "figures" / f"graphs__{stem}.png")
+        plot.plot_rollout(
+            model,
+            raw,
+            ctx.base.eval.context,
+            unit.env,
+            ctx.root / "figures" / f"rollout__{stem}.png",
+        )
+    except S2ssmError as error:  # matplotlib missing
+        log.warning("no figures: %s", error)
 
 
 def hardware() -> dict[str, Any]:
@@ -978,7 +884,7 @@ def write_results(
         "complete": len(records) == len(plan_units(protocol)),
         "summary": rows,
         "records": [
-            {k: v for k, v in r.items() if k not in ("edge_frequency", "true_global")}
+            {k: v for k, v in r.items() if k not in ("learned_global", "true_global")}
             for r in records
         ],
     }
@@ -1012,8 +918,9 @@ def write_results(
 def write_figures(
     root: Path, records: Sequence[Mapping[str, Any]], protocol: Protocol
 ) -> list[Path]:
-    """Graph heatmaps (learned edge frequency of the first seed beside the true global graph)
-    per phase and model, and rollout strips from ``OUT/rollouts``. Needs matplotlib."""
+    """Overview heatmaps: per phase and model, the learned global graph (share of local graphs
+    with each edge, first seed) of every environment above its true global graph. Needs
+    matplotlib. (Per-unit graph and rollout figures come from :mod:`s2ssm.plot`.)"""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1041,7 +948,7 @@ def write_figures(
             )
             for col, rec in enumerate(recs):
                 for row, (key, title) in enumerate(
-                    (("edge_frequency", "learned"), ("true_global", "true"))
+                    (("learned_global", "learned"), ("true_global", "true"))
                 ):
                     ax = axes[row][col]
                     matrix = np.asarray(rec[key], float)
@@ -1060,27 +967,6 @@ def write_figures(
             _save_figure(fig, path)
             plt.close(fig)
             written.append(path)
-    rows = (("truth", "true objects"), ("recon", "VAE recon."), ("pred", "rollout"))
-    for npz in sorted((root / "rollouts").glob("*.npz")):
-        with np.load(npz) as arrays:
-            strips = [arrays[key] for key, _ in rows]
-        steps = strips[0].shape[0]
-        fig, axes = plt.subplots(3, steps, figsize=(1.1 * steps + 0.8, 3.6), squeeze=False)
-        for row, frames in enumerate(strips):
-            for t in range(steps):
-                ax = axes[row][t]
-                ax.imshow(frames[t])
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if row == 0:
-                    ax.set_title(f"+{t + 1}", fontsize=7)
-            axes[row][0].set_ylabel(rows[row][1], fontsize=7)
-        fig.suptitle(npz.stem.replace("__", " "), fontsize=8)
-        fig.tight_layout()
-        path = fig_dir / f"rollout__{npz.stem}.png"
-        _save_figure(fig, path)
-        plt.close(fig)
-        written.append(path)
     return written
 
 
