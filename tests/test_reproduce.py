@@ -468,7 +468,7 @@ def test_interrupted_run_continues_where_it_stopped(
     real = reproduce.evaluate_model
     calls = []
 
-    def interrupt_third(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    def interrupt_third(*args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
