@@ -71,6 +71,7 @@ def test_object_images_reject_bad_input() -> None:
 
 def test_vae_shapes_and_gradients() -> None:
     vae = ObjectVAE(VAEConfig(latent_dim=D, channels=(4, 8)), resolution=16)
+    torch.nn.init.normal_(vae.decoder[-1].weight, std=0.1)  # zero-initialised: would hide grads
     images = torch.rand(5, 3, 3, 16, 16)
     mu, logvar = vae.encode(images)
     assert mu.shape == logvar.shape == (5, 3, D)
