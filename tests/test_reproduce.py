@@ -116,6 +116,7 @@ def test_environment_split_matches_the_simulator() -> None:
         ({"finetune_fraction": 0.0}, InvalidInputError, "finetune_fraction"),
         ({"finetune_fraction": 1.5}, InvalidInputError, "finetune_fraction"),
         ({"finetune_steps": -1}, InvalidInputError, "finetune_steps"),
+        ({"occlusion_envs": ("gravity_bounce",)}, InvalidInputError, "occlusion_envs"),
     ],
 )
 def test_protocol_rejects_bad_settings(kw: dict[str, Any], exc: type, match: str) -> None:
@@ -188,7 +189,7 @@ def test_model_config_variants(tmp_path: Path) -> None:
 def test_plan_units_order_and_count() -> None:
     protocol = Protocol(seeds=(0, 1, 2))
     units = plan_units(protocol)
-    per = 1 + len(SIMPLE_ENVS) + 2 * len(COMPOSITE_ENVS)
+    per = 1 + len(SIMPLE_ENVS) + 2 * len(COMPOSITE_ENVS) + 1  # + occlusion on neutral
     assert len(units) == 3 * 3 * per
     assert len({u.id for u in units}) == len(units)
     assert units[0] == Unit(0, "s2ssm", "train")
@@ -409,13 +410,17 @@ def test_run_protocol_end_to_end_then_resumes(
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     rows = {(r["phase"], r["env"], r["model"]): r for r in results["summary"]}
     assert len(rows) == 3 * (2 + 1 + 1)
+    occ = {r["model"]: r for r in results["occlusion"]}
+    assert set(occ) == set(MODEL_VARIANTS)
+    for r in occ.values():
+        assert r["env"] == "neutral" and r["n"] == 1 and math.isfinite(r["mse_visible_mean"])
     for r in rows.values():
         assert r["n"] == 1 and math.isfinite(r["mse_1step_mean"])
         assert 0 <= r["shd_local_mean"] <= 16
     assert results["hardware"]["cpu_count"] >= 1
     table = (out / "results.md").read_text(encoding="utf-8")
     assert "| neutral |" in table and "| gravity_bounce |" in table
-    assert "fine-tuned" in table and "zero-shot" in table
+    assert "fine-tuned" in table and "zero-shot" in table and "### Occlusion" in table
     assert not (out / "figures").exists()
     train_rec = json.loads((out / "units" / "train__s2ssm__seed0.json").read_text("utf-8"))
     assert train_rec["steps"] == base.vae.pretrain_steps + base.optim.steps
@@ -442,7 +447,12 @@ def test_run_protocol_end_to_end_then_resumes(
 def test_figures(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     protocol = tiny_protocol(
-        models=("s2ssm",), simple_envs=("sine",), zero_shot=False, seeds=(1, 0), figures=True
+        models=("s2ssm",),
+        simple_envs=("sine",),
+        zero_shot=False,
+        occlusion_envs=(),
+        seeds=(1, 0),
+        figures=True,
     )
     out = tmp_path / "out"
     run_protocol(protocol, tiny_base(), out, progress=False)

@@ -78,6 +78,7 @@ __all__ = [
     "COMPOSITE_ENVS",
     "METRICS",
     "MODEL_VARIANTS",
+    "OCCLUSION_METRICS",
     "PRESETS",
     "SIMPLE_ENVS",
     "Protocol",
@@ -91,6 +92,7 @@ __all__ = [
     "markdown_tables",
     "mean_std",
     "model_config",
+    "occlusion_table",
     "plan_units",
     "preset",
     "run_protocol",
@@ -135,6 +137,21 @@ METRICS: tuple[str, ...] = (
     "edge_density",
 )
 PHASES: tuple[str, ...] = ("simple", "zero_shot", "finetune")
+#: Metrics of the occlusion units (see :mod:`s2ssm.occlusion`), aggregated the same way.
+OCCLUSION_METRICS: tuple[str, ...] = (
+    "mse_visible",
+    "mse_hidden",
+    "mse_hidden_clean",
+    "mse_hidden_copy",
+    "mse_hidden_run_1",
+    "mse_hidden_run_2",
+    "mse_hidden_run_3+",
+    "shd_visible",
+    "shd_hidden",
+    "shd_hidden_clean",
+    "graph_change_hidden",
+    "hidden_fraction",
+)
 PHASE_TITLES = {
     "simple": "Simple environments (trained on all 7)",
     "zero_shot": "Composite environments, zero-shot",
@@ -162,10 +179,11 @@ class Protocol:
     finetune_lr: float = 5e-4
     finetune_batch_size: int = 32
     zero_shot: bool = True
+    occlusion_envs: tuple[str, ...] = ("neutral",)  # trained envs, rendered with the occluder
     figures: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("models", "simple_envs", "composite_envs", "seeds"):
+        for name in ("models", "simple_envs", "composite_envs", "seeds", "occlusion_envs"):
             value = getattr(self, name)
             if isinstance(value, str) or not isinstance(value, tuple):
                 raise InvalidTypeError(f"protocol.{name} must be a tuple, got {value!r}")
@@ -181,6 +199,11 @@ class Protocol:
             raise InvalidInputError("protocol.simple_envs must name at least one environment")
         for name in (*self.simple_envs, *self.composite_envs):
             env_id(name)  # a clear error for an unknown environment
+        untrained = sorted(set(self.occlusion_envs) - set(self.simple_envs))
+        if untrained:
+            raise InvalidInputError(
+                f"protocol.occlusion_envs must be trained (simple) environments, got {untrained}"
+            )
         both = set(self.simple_envs) & set(self.composite_envs)
         if both:
             raise InvalidInputError(
@@ -383,8 +406,8 @@ class Unit:
 
 def plan_units(protocol: Protocol) -> list[Unit]:
     """Every unit in execution order: seed by seed (a whole first-seed table comes first), model
-    by model: train, evaluate the simple environments, then zero-shot and fine-tuning on each
-    composite environment."""
+    by model: train, evaluate the simple environments, zero-shot and fine-tuning on each
+    composite environment, then the occlusion experiment."""
     units: list[Unit] = []
     for seed in protocol.seeds:
         for model in protocol.models:
@@ -394,6 +417,7 @@ def plan_units(protocol: Protocol) -> list[Unit]:
                 if protocol.zero_shot:
                     units.append(Unit(seed, model, "zero_shot", env))
                 units.append(Unit(seed, model, "finetune", env))
+            units += [Unit(seed, model, "occlusion", env) for env in protocol.occlusion_envs]
     return units
 
 
@@ -598,15 +622,20 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var)
 
 
-def aggregate(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def aggregate(
+    records: Iterable[Mapping[str, Any]],
+    phases: Sequence[str] = PHASES,
+    metrics: Sequence[str] = METRICS,
+) -> list[dict[str, Any]]:
     """Rows ``{phase, env, model, n, seeds, <metric>_mean, <metric>_std}`` over the seeds of
-    every (phase, env, model) among the evaluation records (training records are ignored; a
-    metric that is ``nan`` in every seed stays ``nan``)."""
+    every (phase, env, model) among the records of ``phases`` (others, e.g. training, are
+    ignored). A metric missing or ``nan`` in any seed gives ``nan``: a failure must not vanish
+    into an average."""
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for rec in records:
-        if rec.get("kind") in PHASES:
+        if rec.get("kind") in phases:
             groups.setdefault((rec["kind"], rec["env"], rec["model"]), []).append(rec)
-    order = {p: i for i, p in enumerate(PHASES)}
+    order = {p: i for i, p in enumerate(phases)}
     rows = []
     for (phase, env, model), recs in sorted(
         groups.items(), key=lambda item: (order[item[0][0]], item[0][1], item[0][2])
@@ -618,10 +647,10 @@ def aggregate(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "n": len(recs),
             "seeds": sorted(int(r["seed"]) for r in recs),
         }
-        for metric in METRICS:
+        for metric in metrics:
             vals = [float(r[metric]) for r in recs if metric in r]
             finite = [v for v in vals if not math.isnan(v)]
-            if not finite or len(finite) != len(vals):
+            if not finite or len(finite) != len(recs):
                 row[f"{metric}_mean"], row[f"{metric}_std"] = math.nan, math.nan
             else:
                 row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(finite)
@@ -676,6 +705,43 @@ def markdown_tables(
     return "\n".join(out)
 
 
+def occlusion_table(rows: Sequence[Mapping[str, Any]], models: Sequence[str]) -> str:
+    """The occlusion rows as markdown (empty string without rows)."""
+    if not rows:
+        return ""
+    columns = (
+        ("mse_visible", "MSE visible", True),
+        ("mse_hidden", "MSE hidden", True),
+        ("mse_hidden_clean", "MSE hidden, clean input", True),
+        ("mse_hidden_copy", "MSE hidden, copy baseline", True),
+        ("shd_visible", "SHD visible", False),
+        ("shd_hidden", "SHD hidden", False),
+        ("graph_change_hidden", "graph change when hidden", False),
+    )
+    head = ["env", "model", *(title for _, title, _ in columns)]
+    lines = [
+        "### Occlusion (the ball behind the occluder band; models trained without it)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    rank = {m: i for i, m in enumerate(models)}
+    for r in sorted(rows, key=lambda r: (r["env"], rank.get(r["model"], len(rank)))):
+        cells = [r["env"], r["model"]]
+        for key, _, sci in columns:
+            mean, std = r[f"{key}_mean"], r[f"{key}_std"]
+            cells.append(format_mean_std(mean, std, r["n"], digits=3 if sci else 2, sci=sci))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Hidden: more than half of the object's pixels covered at the input step; targets are "
+        "the slots of the unoccluded frames. Graph change: SHD between the graphs learned from "
+        "occluded and from clean frames on the same transitions.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------
 # Running the protocol
 # --------------------------------------------------------------------------------------------
@@ -708,6 +774,28 @@ class _Context:
         if not fresh:
             self.loaded = (key, loaded)
         return loaded  # type: ignore[no-any-return]
+
+
+def _run_occlusion(ctx: _Context, unit: Unit) -> dict[str, Any]:
+    from s2ssm.occlusion import occlusion_metrics, occlusion_pair
+
+    t0 = time.perf_counter()
+    ev = ctx.base.eval
+    clean, occluded = occlusion_pair(
+        unit.env,
+        ev.sequences,
+        ev.seq_len,
+        seed=ev.seed,
+        resolution=ctx.base.data.resolution,
+        intervention_prob=ev.intervention_prob,
+        num_threads=ctx.base.run.num_threads or None,
+    )
+    model = ctx.model(unit.model, unit.seed)
+    result = occlusion_metrics(model, clean, occluded, batch_size=ev.batch_size)
+    for bucket, value in result.pop("mse_hidden_run").items():
+        result[f"mse_hidden_run_{bucket}"] = value
+    result["wall_s"] = round(time.perf_counter() - t0, 3)
+    return result
 
 
 def _run_train(ctx: _Context, unit: Unit) -> dict[str, Any]:
@@ -844,7 +932,8 @@ def run_protocol(
                 if bar is not None:
                     bar.set_postfix_str(unit.id)
                 log.info("unit %s", unit.id)
-                result = _run_train(ctx, unit) if unit.kind == "train" else _run_eval(ctx, unit)
+                run = {"train": _run_train, "occlusion": _run_occlusion}.get(unit.kind, _run_eval)
+                result = run(ctx, unit)
                 record = rundir.record(unit, result)
                 ran.append(unit.id)
                 if on_unit is not None:
@@ -871,6 +960,7 @@ def write_results(
     """Aggregate the recorded units into ``results.json`` / ``results.md`` (and figures)."""
     records = rundir.records()
     rows = aggregate(records)
+    occ_rows = aggregate(records, ("occlusion",), OCCLUSION_METRICS)
     unit_wall = math.fsum(float(r.get("wall_s", 0.0)) for r in records)
     hw = hardware()
     summary: dict[str, Any] = {
@@ -883,6 +973,7 @@ def write_results(
         "skipped": list(skipped),
         "complete": len(records) == len(plan_units(protocol)),
         "summary": rows,
+        "occlusion": occ_rows,
         "records": [
             {k: v for k, v in r.items() if k not in ("learned_global", "true_global")}
             for r in records
@@ -904,6 +995,7 @@ def write_results(
             "graphs, mean per transition, env column included, self-loops ignored.",
             "",
             markdown_tables(rows, protocol.models, envs),
+            occlusion_table(occ_rows, protocol.models),
         ]
     )
     atomic_write_text(rundir.root / "results.md", text + "\n")
