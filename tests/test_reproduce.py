@@ -168,7 +168,7 @@ def test_presets_equal_the_config_files(name: str) -> None:
 
 def test_model_config_variants(tmp_path: Path) -> None:
     base = tiny_base()
-    protocol = tiny_protocol()
+    protocol = tiny_protocol(shared_vae=False)
     seen = {}
     for model in MODEL_VARIANTS:
         cfg = model_config(base, protocol, model, 5, tmp_path)
@@ -177,6 +177,7 @@ def test_model_config_variants(tmp_path: Path) -> None:
         assert cfg.data.envs == protocol.simple_envs
         assert Path(cfg.run.out_dir) == tmp_path / "runs" / model / "seed5"
         assert cfg.data.seed == base.data.seed  # seeds vary the model, not the data
+        assert cfg.vae == base.vae
     assert seen == {
         "s2ssm": ("ssm", True),
         "transformer": ("transformer", True),
@@ -184,25 +185,35 @@ def test_model_config_variants(tmp_path: Path) -> None:
     }
     with pytest.raises(InvalidInputError, match="model must be"):
         model_config(base, protocol, "rnn", 0, tmp_path)
+    shared = model_config(base, tiny_protocol(), "s2ssm", 2, tmp_path)
+    assert shared.vae.init_from == str(tmp_path / "runs" / "vae" / "seed2")
+    assert shared.vae.pretrain_steps == 0
+    vae = reproduce.vae_config(base, tiny_protocol(), 2, tmp_path)
+    assert vae.run.out_dir == shared.vae.init_from and vae.run.seed == 2
+    assert vae.optim.steps == 0 and vae.vae == base.vae
 
 
 def test_plan_units_order_and_count() -> None:
     protocol = Protocol(seeds=(0, 1, 2))
     units = plan_units(protocol)
     per = 1 + len(SIMPLE_ENVS) + 2 * len(COMPOSITE_ENVS) + 1  # + occlusion on neutral
-    assert len(units) == 3 * 3 * per
+    assert len(units) == 3 * (1 + 3 * per)  # + the shared VAE of each seed
     assert len({u.id for u in units}) == len(units)
-    assert units[0] == Unit(0, "s2ssm", "train")
+    assert units[:2] == [Unit(0, "vae", "pretrain"), Unit(0, "s2ssm", "train")]
     # every evaluation comes after its model's training, and seed 0 finishes first
     trained: set[tuple[str, int]] = set()
     for u in units:
-        if u.kind == "train":
+        if u.kind in ("pretrain", "train"):
+            assert u.kind == "train" or u.model == "vae"
+            assert u.kind == "pretrain" or ("vae", u.seed) in trained
             trained.add((u.model, u.seed))
         else:
             assert (u.model, u.seed) in trained
     assert [u.seed for u in units] == sorted(u.seed for u in units)
-    no_zero = plan_units(dataclasses.replace(protocol, zero_shot=False, seeds=(0,)))
-    assert not any(u.kind == "zero_shot" for u in no_zero)
+    no_zero = plan_units(
+        dataclasses.replace(protocol, zero_shot=False, shared_vae=False, seeds=(0,))
+    )
+    assert not any(u.kind in ("zero_shot", "pretrain") for u in no_zero)
 
 
 # -- aggregation -------------------------------------------------------------------------------
@@ -423,7 +434,18 @@ def test_run_protocol_end_to_end_then_resumes(
     assert "fine-tuned" in table and "zero-shot" in table and "### Occlusion" in table
     assert not (out / "figures").exists()
     train_rec = json.loads((out / "units" / "train__s2ssm__seed0.json").read_text("utf-8"))
-    assert train_rec["steps"] == base.vae.pretrain_steps + base.optim.steps
+    assert train_rec["steps"] == base.optim.steps  # the VAE comes from the shared run
+    vae_rec = json.loads((out / "units" / "pretrain__vae__seed0.json").read_text("utf-8"))
+    assert vae_rec["steps"] == base.vae.pretrain_steps and "vae_recon" in vae_rec["final"]
+    # every model of the seed encodes with the very same VAE
+    from s2ssm.checkpoint import read_checkpoint
+
+    vae_weights = read_checkpoint(out / "runs" / "vae" / "seed0")[1]
+    for model in MODEL_VARIANTS:
+        weights = read_checkpoint(out / "runs" / model / "seed0")[1]
+        for key, value in vae_weights.items():
+            if key.startswith("vae."):
+                torch.testing.assert_close(weights[key], value, rtol=0, atol=0, msg=key)
     ft_rec = json.loads(
         (out / "units" / "finetune__s2ssm__seed0__gravity_bounce.json").read_text("utf-8")
     )
@@ -489,12 +511,12 @@ def test_interrupted_run_continues_where_it_stopped(
         run_protocol(protocol, base, out, progress=False)
     units = plan_units(protocol)
     done = [u.id for u in units if RunDirectory(out).done(u) is not None]
-    assert done == [u.id for u in units[:3]]  # train + 2 simple evaluations
+    assert done == [u.id for u in units[:4]]  # VAE, train + 2 simple evaluations
     before = {i: (out / "units" / f"{i}.json").read_bytes() for i in done}
     monkeypatch.setattr(reproduce, "evaluate_model", real)
     summary = run_protocol(protocol, base, out, progress=False)
     assert summary["skipped"] == done
-    assert summary["ran"] == [u.id for u in units[3:]]
+    assert summary["ran"] == [u.id for u in units[4:]]
     assert summary["complete"]
     for i, text in before.items():
         assert (out / "units" / f"{i}.json").read_bytes() == text
@@ -503,7 +525,7 @@ def test_interrupted_run_continues_where_it_stopped(
 def test_interrupted_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     from s2ssm.train import train
 
-    protocol = tiny_protocol(models=("transformer",), composite_envs=())
+    protocol = tiny_protocol(models=("transformer",), composite_envs=(), shared_vae=False)
     base = tiny_base()
     out = tmp_path / "out"
     cfg = model_config(base, protocol, "transformer", 0, out)

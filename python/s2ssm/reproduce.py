@@ -17,6 +17,7 @@ Run directory (``OUT``)::
 
     OUT/protocol.json            the protocol and base config; a rerun must match it
     OUT/units/<unit>.json        one record per finished unit of work, written atomically
+    OUT/runs/vae/seed<s>/        the seed's shared VAE pre-training (protocol.shared_vae)
     OUT/runs/<model>/seed<s>/    training runs (s2ssm.train; an interrupted one resumes from
                                  its last checkpoint)
     OUT/results.json, OUT/results.md
@@ -98,6 +99,7 @@ __all__ = [
     "run_protocol",
     "set_env_code",
     "trained_code",
+    "vae_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -180,6 +182,7 @@ class Protocol:
     finetune_batch_size: int = 32
     zero_shot: bool = True
     occlusion_envs: tuple[str, ...] = ("neutral",)  # trained envs, rendered with the occluder
+    shared_vae: bool = True  # pre-train the object VAE once per seed, shared by every model
     figures: bool = True
 
     def __post_init__(self) -> None:
@@ -287,7 +290,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "channels": [16, 32, 32],
             "decoder_channels": 16,
             "beta": 1e-4,
-            "pretrain_steps": 150,
+            "pretrain_steps": 200,
             "batch_size": 64,
             "lr": 2e-3,
         },
@@ -298,7 +301,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "lambda_max": 1e-2,
             "warmup_steps": 60,
         },
-        "optim": {"steps": 200, "batch_size": 16, "lr": 2e-3, "warmup_steps": 20},
+        "optim": {"steps": 300, "batch_size": 16, "lr": 2e-3, "warmup_steps": 20},
         "eval": {
             "sequences": 16,
             "seq_len": 12,
@@ -369,18 +372,40 @@ def load_protocol(path: str | Path, overrides: Iterable[str] = ()) -> tuple[Prot
 def model_config(base: Config, protocol: Protocol, model: str, seed: int, out_dir: Path) -> Config:
     """The training config of ``model`` (a :data:`MODEL_VARIANTS` name) and ``seed``: trained on
     the protocol's simple environments into ``OUT/runs/<model>/seed<seed>``. The data seed stays
-    the base config's, so the seeds vary the model (initialisation, noise), not the data."""
+    the base config's, so the seeds vary the model (initialisation, noise), not the data. With
+    ``protocol.shared_vae`` the VAE comes from the seed's pre-training run
+    (:func:`vae_config`; ``vae.init_from``, no VAE steps of its own), so every model of a seed
+    predicts in the same slot space and the MSEs are comparable."""
     if model not in MODEL_VARIANTS:
         raise InvalidInputError(f"model must be one of {tuple(MODEL_VARIANTS)}, got {model!r}")
     kind, sparse = MODEL_VARIANTS[model]
+    vae = base.vae
+    if protocol.shared_vae:
+        vae = dataclasses.replace(
+            vae, init_from=str(out_dir / "runs" / "vae" / f"seed{seed}"), pretrain_steps=0
+        )
     return dataclasses.replace(
         base,
         run=dataclasses.replace(
             base.run, out_dir=str(out_dir / "runs" / model / f"seed{seed}"), seed=seed
         ),
         data=dataclasses.replace(base.data, envs=protocol.simple_envs),
+        vae=vae,
         model=dataclasses.replace(base.model, kind=kind),
         sparsity=dataclasses.replace(base.sparsity, enabled=sparse),
+    )
+
+
+def vae_config(base: Config, protocol: Protocol, seed: int, out_dir: Path) -> Config:
+    """The shared VAE pre-training run of ``seed`` (``OUT/runs/vae/seed<seed>``): the base
+    config's ``vae.pretrain_steps`` on the simple environments and no dynamics steps."""
+    return dataclasses.replace(
+        base,
+        run=dataclasses.replace(
+            base.run, out_dir=str(out_dir / "runs" / "vae" / f"seed{seed}"), seed=seed
+        ),
+        data=dataclasses.replace(base.data, envs=protocol.simple_envs),
+        optim=dataclasses.replace(base.optim, steps=0),
     )
 
 
@@ -391,7 +416,8 @@ def model_config(base: Config, protocol: Protocol, model: str, seed: int, out_di
 
 @dataclass(frozen=True, order=True)
 class Unit:
-    """One recorded piece of work: ``kind`` is ``"train"`` or a phase of :data:`PHASES`."""
+    """One recorded piece of work: ``kind`` is ``"pretrain"`` (the shared VAE, model
+    ``"vae"``), ``"train"``, a phase of :data:`PHASES` or ``"occlusion"``."""
 
     seed: int
     model: str
@@ -405,11 +431,13 @@ class Unit:
 
 
 def plan_units(protocol: Protocol) -> list[Unit]:
-    """Every unit in execution order: seed by seed (a whole first-seed table comes first), model
-    by model: train, evaluate the simple environments, zero-shot and fine-tuning on each
-    composite environment, then the occlusion experiment."""
+    """Every unit in execution order: seed by seed (a whole first-seed table comes first), the
+    shared VAE (with ``shared_vae``), then model by model: train, evaluate the simple
+    environments, zero-shot and fine-tuning on each composite environment, occlusion."""
     units: list[Unit] = []
     for seed in protocol.seeds:
+        if protocol.shared_vae:
+            units.append(Unit(seed, "vae", "pretrain"))
         for model in protocol.models:
             units.append(Unit(seed, model, "train"))
             units += [Unit(seed, model, "simple", env) for env in protocol.simple_envs]
@@ -801,12 +829,14 @@ def _run_occlusion(ctx: _Context, unit: Unit) -> dict[str, Any]:
 def _run_train(ctx: _Context, unit: Unit) -> dict[str, Any]:
     from s2ssm.train import train
 
-    cfg = model_config(ctx.base, ctx.protocol, unit.model, unit.seed, ctx.root)
+    if unit.kind == "pretrain":
+        cfg = vae_config(ctx.base, ctx.protocol, unit.seed, ctx.root)
+    else:
+        cfg = model_config(ctx.base, ctx.protocol, unit.model, unit.seed, ctx.root)
     t0 = time.perf_counter()
     result = train(cfg, resume=True)
     wall = time.perf_counter() - t0
-    dyn = [h for h in result.history if h.get("phase") == "dynamics"]
-    last: dict[str, Any] = dyn[-1] if dyn else {}
+    last: dict[str, Any] = result.history[-1] if result.history else {}
     return {
         "wall_s": round(wall, 3),
         "steps": result.step,
@@ -814,7 +844,11 @@ def _run_train(ctx: _Context, unit: Unit) -> dict[str, Any]:
         "checkpoint": str(Path(result.checkpoint).relative_to(ctx.root))
         if result.checkpoint is not None
         else None,
-        "final": {k: last[k] for k in ("mse", "paths", "lambda", "edge_density") if k in last},
+        "final": {
+            k: last[k]
+            for k in ("mse", "paths", "lambda", "edge_density", "vae_recon", "vae_kl")
+            if k in last
+        },
     }
 
 
@@ -932,7 +966,11 @@ def run_protocol(
                 if bar is not None:
                     bar.set_postfix_str(unit.id)
                 log.info("unit %s", unit.id)
-                run = {"train": _run_train, "occlusion": _run_occlusion}.get(unit.kind, _run_eval)
+                run = {
+                    "pretrain": _run_train,
+                    "train": _run_train,
+                    "occlusion": _run_occlusion,
+                }.get(unit.kind, _run_eval)
                 result = run(ctx, unit)
                 record = rundir.record(unit, result)
                 ran.append(unit.id)
