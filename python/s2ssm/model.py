@@ -163,7 +163,13 @@ class ObjectVAE(nn.Module):
         # conv features + the image's intensity moments (mass, centroid, spread per colour
         # channel): a fresh conv encoder barely sees a few-pixel object, the moments make its
         # position and size readable from the first step
-        self.to_stats = nn.Linear(chans[-1] * side * side + _N_MOMENTS, 2 * cfg.latent_dim)
+        n_conv = chans[-1] * side * side
+        self.to_stats = nn.Linear(n_conv + _N_MOMENTS, 2 * cfg.latent_dim)
+        with torch.no_grad():  # the posterior mean starts as the moments (+ small conv part)
+            self.to_stats.weight[:, :n_conv].mul_(0.1)
+            self.to_stats.weight[:, n_conv:].zero_()
+            m = min(_N_MOMENTS, cfg.latent_dim)
+            self.to_stats.weight[:m, n_conv : n_conv + m] = torch.eye(m)
         # start with a small posterior variance: unit noise on a fresh encoder's tiny means
         # teaches the decoder to ignore the latent (posterior collapse) before it can learn
         nn.init.constant_(self.to_stats.bias[cfg.latent_dim :], -6.0)
