@@ -232,6 +232,46 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
     assert read_checkpoint(tmp_path / "run")[0].step == 3
 
 
+class _NanGradient(torch.autograd.Function):
+    """Identity forward, NaN gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[no-untyped-def, override]
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
+        return grad * float("nan")
+
+
+def test_nan_gradient_stops_before_the_weights_are_touched(
+    tmp_path: Path,
+    tiny_data,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = train_module.dynamics_loss
+
+    def poisoned(out, slots, lam):  # type: ignore[no-untyped-def]
+        loss, metrics = real(out, slots, lam)
+        return _NanGradient.apply(loss), metrics
+
+    monkeypatch.setattr(train_module, "dynamics_loss", poisoned)
+    with pytest.raises(
+        TrainingDivergedError, match=r"gradient norm became nan at step 3.*step_0000003"
+    ):
+        train(tiny_config(tmp_path / "run"), data=tiny_data)
+    model, info = load_model(tmp_path / "run")
+    assert info.step == 3 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_fresh_start_refuses_to_overwrite_a_run(tmp_path: Path, tiny_data) -> None:  # type: ignore[no-untyped-def]
+    cfg = tiny_config(tmp_path / "run", "optim.steps=0")
+    train(cfg, data=tiny_data)
+    with pytest.raises(InvalidInputError, match="already holds a run"):
+        train(cfg, data=tiny_data)
+    assert train(cfg, data=tiny_data, resume=True).step == 3  # nothing left to do
+
+
 def test_tiny_model_overfits_a_tiny_dataset(tmp_path: Path, tiny_data) -> None:  # type: ignore[no-untyped-def]
     cfg = tiny_config(
         tmp_path / "run",

@@ -366,9 +366,16 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._average_vae_grads()
-        if cfg.optim.grad_clip > 0 and not pretraining:
-            params = [p for p in self.model.parameters() if p.grad is not None]
-            metrics["grad_norm"] = float(nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip))
+        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 and not pretraining else math.inf
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = float(nn.utils.clip_grad_norm_(params, clip))
+        if not math.isfinite(norm):  # the same on every rank: gradients are averaged
+            where = f"; the last good checkpoint is {self.checkpoint}" if self.checkpoint else ""
+            raise TrainingDivergedError(
+                f"the gradient norm became {norm} at step {self.step}{where}. Lower the "
+                "learning rate (optim.lr / vae.lr) or the gradient clip and resume."
+            )
+        metrics["grad_norm"] = norm
         self.optimizer.step()
         if not pretraining:
             mse = metrics["mse"]
@@ -423,6 +430,11 @@ def _train(
     if data is None:
         for name in config.data.envs:
             env_id(name)  # a clear error for an unknown environment before any work
+    if not resume and out_dir.is_dir() and find_checkpoint(out_dir) is not None:
+        raise InvalidInputError(
+            f"{out_dir} already holds a run with checkpoints: pass resume=True (--resume) to "
+            "continue it, or choose another run.out_dir"
+        )
     trainer = _Trainer(config, out_dir, resume, data)
     rank0 = trainer.rank == 0
     metrics_path = out_dir / "metrics.jsonl"
