@@ -240,7 +240,7 @@ def _protocol_from_dict(data: Mapping[str, Any]) -> Protocol:
         )
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        default = getattr(Protocol(), name) if name != "seeds" else (0,)
+        default = getattr(Protocol(), name)
         if isinstance(default, tuple):
             if isinstance(value, str) or not isinstance(value, Iterable):
                 raise InvalidTypeError(f"protocol.{name} must be a list, got {value!r}")
@@ -274,13 +274,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "protocol": {
             "seeds": [0],
-            "finetune_steps": 40,
+            "finetune_steps": 100,
             "finetune_lr": 1e-3,
             "finetune_batch_size": 16,
         },
-        "run": {"log_every": 25, "checkpoint_every": 100, "num_threads": 2},
+        # one torch thread: on a shared 2-core machine two threads made an SSM step up to 70x
+        # slower (oversubscription); one thread is also the faster choice for these small ops
+        "run": {"log_every": 25, "checkpoint_every": 250, "num_threads": 1},
         "data": {
-            "train_sequences": 48,
+            "train_sequences": 96,
             "seq_len": 12,
             "resolution": 32,
             "intervention_prob": 0.15,
@@ -290,7 +292,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "channels": [16, 32, 32],
             "decoder_channels": 16,
             "beta": 1e-4,
-            "pretrain_steps": 200,
+            "pretrain_steps": 400,
             "batch_size": 64,
             "lr": 2e-3,
         },
@@ -299,14 +301,14 @@ PRESETS: dict[str, dict[str, Any]] = {
             "lambda_init": 1e-6,
             "lambda_min": 1e-7,
             "lambda_max": 1e-2,
-            "warmup_steps": 60,
+            "warmup_steps": 200,
         },
-        "optim": {"steps": 300, "batch_size": 16, "lr": 2e-3, "warmup_steps": 20},
+        "optim": {"steps": 1000, "batch_size": 16, "lr": 2e-3, "warmup_steps": 50},
         "eval": {
-            "sequences": 16,
+            "sequences": 32,
             "seq_len": 12,
             "intervention_prob": 0.15,
-            "batch_size": 16,
+            "batch_size": 32,
             "context": 4,
             "horizon": 6,
         },
