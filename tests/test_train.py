@@ -24,7 +24,7 @@ from s2ssm.checkpoint import (
 )
 from s2ssm.config import Config, load_config
 from s2ssm.errors import InvalidInputError
-from s2ssm.experiment_data import batch_indices, generate_sequences, shard_range
+from s2ssm.experiment_data import batch_indices, generate_sequences, load_dataset, shard_range
 from s2ssm.train import TrainingDivergedError, train
 
 TINY = [
@@ -130,6 +130,24 @@ def test_batches_and_shards_are_deterministic() -> None:
     assert [shard_range(10, r, 3) for r in range(3)] == [(0, 3), (3, 6), (6, 10)]
     with pytest.raises(InvalidInputError, match="at least the number of ranks"):
         shard_range(1, 0, 2)
+
+
+def test_training_reads_generated_shards(tmp_path: Path) -> None:
+    from s2ssm.sim import io
+
+    io.write_dataset(
+        tmp_path / "ds",
+        io.DatasetSpec("neutral", 5, 6, seed=4, resolution=16, shard_size=2),
+        progress=False,
+    )
+    expected = generate_sequences(("neutral",), 5, 6, seed=4, resolution=16)
+    loaded = load_dataset(str(tmp_path / "ds"))
+    np.testing.assert_array_equal(loaded.frames, expected.frames)
+    np.testing.assert_array_equal(loaded.local_graphs, expected.local_graphs)
+    part = load_dataset(str(tmp_path / "ds"), rank=1, world=2)
+    np.testing.assert_array_equal(part.masks, expected.masks[2:])
+    cfg = tiny_config(tmp_path / "run", f"data.shards=[{json.dumps(str(tmp_path / 'ds'))}]")
+    assert train(cfg, max_steps=4).step == 4
 
 
 # -- checkpoints ----------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ class DataConfig:
     mode: str = "fixed"  # "fixed": one dataset generated up front; "stream": fresh each step
     seed: int = 0
     intervention_prob: float = 0.15  # the simulator's per-step intervention probability
+    shards: tuple[str, ...] = ()  # dataset directories of `s2ssm generate` (replace envs/seed)
 
 
 @dataclass(frozen=True)

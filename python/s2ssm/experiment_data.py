@@ -22,6 +22,7 @@ __all__ = [
     "env_name",
     "generate_sequences",
     "global_graph",
+    "load_dataset",
 ]
 
 
@@ -127,6 +128,33 @@ def generate_sequences(
                 np.asarray(batch.interventions, dtype=bool),
                 np.asarray(batch.local_graphs, dtype=bool),
                 np.asarray(batch.env_ids, dtype=np.int64),
+            )
+        )
+    return SequenceSet.concat(parts)
+
+
+def load_dataset(path: str, *, rank: int = 0, world: int = 1) -> SequenceSet:
+    """This rank's share (:func:`shard_range`) of a dataset directory written by
+    ``s2ssm generate`` (:mod:`s2ssm.sim.io`), read into memory."""
+    from s2ssm.sim import io
+
+    ds = io.open_dataset(path)
+    start, stop = shard_range(len(ds), rank, world)
+    parts = []
+    for k, shard in enumerate(ds.shards):
+        arrays = ds.shard_arrays(k)
+        first = int(shard["start_index"])
+        lo, hi = max(start, first), min(stop, first + int(arrays["frames"].shape[0]))
+        if lo >= hi:
+            continue
+        sl = slice(lo - first, hi - first)
+        parts.append(
+            SequenceSet(
+                np.array(arrays["frames"][sl], dtype=np.uint8),
+                np.array(arrays["masks"][sl], dtype=np.uint8),
+                np.array(arrays["interventions"][sl], dtype=bool),
+                np.array(arrays["local_graphs"][sl], dtype=bool),
+                np.array(arrays["env_ids"][sl], dtype=np.int64),
             )
         )
     return SequenceSet.concat(parts)

@@ -42,6 +42,7 @@ from s2ssm.experiment_data import (
     batch_indices,
     env_id,
     generate_sequences,
+    load_dataset,
     shard_range,
 )
 from s2ssm.model import S2SSM, LambdaSchedule, dynamics_loss, object_images
@@ -219,6 +220,10 @@ class _Trainer:
 
     def _make_data(self) -> SequenceSet | None:
         cfg = self.config.data
+        if cfg.shards:
+            return SequenceSet.concat(
+                [load_dataset(p, rank=self.rank, world=self.world) for p in cfg.shards]
+            )
         if cfg.mode == "stream":
             return None
         start, stop = shard_range(cfg.train_sequences, self.rank, self.world)
@@ -427,7 +432,7 @@ def _train(
     config: Config, *, resume: bool, data: SequenceSet | None, max_steps: int | None
 ) -> TrainResult:
     out_dir = Path(config.run.out_dir)
-    if data is None:
+    if data is None and not config.data.shards:
         for name in config.data.envs:
             env_id(name)  # a clear error for an unknown environment before any work
     if not resume and out_dir.is_dir() and find_checkpoint(out_dir) is not None:
