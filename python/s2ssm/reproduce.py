@@ -2,6 +2,8 @@
 
 The protocol (issue #6):
 
+0. **Shared VAE.** Per seed, the object VAE is pre-trained once on the simple environments;
+   every model of the seed starts from it (frozen), so all predict in the same slot space.
 1. **Simple environments.** For every model variant (:data:`MODEL_VARIANTS`: S2-SSM, the
    equivalent Transformer, the dense SSM with λ = 0) and seed, train one world model on the 7
    simple environments together (each with its own environment code), then evaluate next-slot
@@ -10,7 +12,9 @@ The protocol (issue #6):
    parameter changes; the environment code is the mean of the trained codes) and *fine-tuned*
    (the composite environment's codebook row is initialised to that mean, then the dynamics are
    fine-tuned, VAE frozen, on ``finetune_fraction`` = 10% of the per-environment training data).
-3. Mean ± sample standard deviation (``ddof = 1``) over the seeds; markdown and JSON tables,
+3. **Occlusion** (beyond the paper, :mod:`s2ssm.occlusion`): the trained models on
+   ``occlusion_envs`` rendered with the simulator's occluder.
+4. Mean ± sample standard deviation (``ddof = 1``) over the seeds; markdown and JSON tables,
    graph heatmaps and rollout strips.
 
 Run directory (``OUT``)::
@@ -64,11 +68,7 @@ from s2ssm.config import (
 )
 from s2ssm.errors import InvalidInputError, InvalidTypeError, S2ssmError
 from s2ssm.experiment_data import SequenceSet, batch_indices, env_id, generate_sequences
-from s2ssm.model import (
-    S2SSM,
-    LambdaSchedule,
-    dynamics_loss,
-)
+from s2ssm.model import S2SSM, LambdaSchedule, dynamics_loss
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -619,7 +619,12 @@ def finetune_dynamics(
         out = dyn(slots[idx], tensors["env_ids"][idx], inter)
         loss, metrics = dynamics_loss(out, slots[idx], schedule.value)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"fine-tuning loss became {loss.item()} at step {step}")
+            from s2ssm.train import TrainingDivergedError
+
+            raise TrainingDivergedError(
+                f"the fine-tuning loss became {loss.item()} at step {step}; lower "
+                "protocol.finetune_lr"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
@@ -950,6 +955,8 @@ def run_protocol(
     root = Path(out_dir)
     rundir = RunDirectory(root)
     rundir.bind(protocol, base)
+    if base.run.num_threads > 0:  # also for evaluations of a resumed run that trains nothing
+        torch.set_num_threads(base.run.num_threads)
     ctx = _Context(protocol, base, root)
     units = plan_units(protocol)
     ran: list[str] = []
