@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from s2ssm import sim
 from s2ssm.config import config_from_dict
 from s2ssm.errors import InvalidInputError
 from s2ssm.model import S2SSM
@@ -46,6 +47,12 @@ def test_pair_differs_only_in_frames(pair: tuple) -> None:
     for name in ("masks", "interventions", "local_graphs", "env_ids"):
         np.testing.assert_array_equal(getattr(clean, name), getattr(occluded, name))
     assert (clean.frames != occluded.frames).any()
+    # what the pairing rests on: the simulator's occluder changes the rendering only
+    plain = sim.generate("sine", 4, 10, seed=9, resolution=32)
+    hidden = sim.generate("sine", 4, 10, seed=9, resolution=32, occlusion=True)
+    for name in ("states", "masks", "interventions", "local_graphs", "env_ids"):
+        np.testing.assert_array_equal(getattr(plain, name), getattr(hidden, name))
+    assert (plain.frames != hidden.frames).any()
     with pytest.raises(InvalidInputError, match="unknown environment"):
         occlusion_pair("nowhere", 1, 4, seed=0)
 
