@@ -136,7 +136,7 @@ def test_protocol_file_parsing(tmp_path: Path) -> None:
     assert protocol.finetune_fraction == 0.2
     assert base.optim.steps == 7 and base.optim.lr == 0.01
     path.write_text("[protocol]\nsteps = 3\n", encoding="utf-8")
-    with pytest.raises(InvalidInputError, match="unknown protocol key"):
+    with pytest.raises(InvalidInputError, match=r"unknown config key\(s\) protocol.steps"):
         reproduce.load_protocol(path)
     path.write_text('[protocol]\nseeds = "0"\n', encoding="utf-8")
     with pytest.raises(InvalidTypeError, match="must be a list"):

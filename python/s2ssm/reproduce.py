@@ -230,33 +230,11 @@ class Protocol:
 
 
 def _protocol_from_dict(data: Mapping[str, Any]) -> Protocol:
-    if not isinstance(data, Mapping):
-        raise InvalidTypeError(f"[protocol] must be a table, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(Protocol)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise InvalidInputError(
-            f"unknown protocol key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
-        )
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        default = getattr(Protocol(), name)
-        if isinstance(default, tuple):
-            if isinstance(value, str) or not isinstance(value, Iterable):
-                raise InvalidTypeError(f"protocol.{name} must be a list, got {value!r}")
-            value = tuple(value)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise InvalidTypeError(f"protocol.{name} must be true or false, got {value!r}")
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidTypeError(f"protocol.{name} must be an integer, got {value!r}")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidTypeError(f"protocol.{name} must be a number, got {value!r}")
-            value = float(value)
-        kwargs[name] = value
-    return Protocol(**kwargs)
+    """A :class:`Protocol` from a ``[protocol]`` table, keys and types checked like a config's
+    (``s2ssm.config``'s builder: lists become tuples, unknown keys are an error)."""
+    from s2ssm.config import _build
+
+    return _build(Protocol, data, "protocol.")
 
 
 def _protocol_to_dict(protocol: Protocol) -> dict[str, Any]:
