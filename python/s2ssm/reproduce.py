@@ -989,6 +989,7 @@ def write_results(
     unit_wall = math.fsum(float(r.get("wall_s", 0.0)) for r in records)
     hw = hardware()
     summary: dict[str, Any] = {
+        "out": str(rundir.root),
         "protocol": _protocol_to_dict(protocol),
         "config": config_to_dict(base),
         "hardware": hw,

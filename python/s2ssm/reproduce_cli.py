@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         config=args.config,
         overrides=args.overrides,
     )
-    root = Path(args.out) if args.out else Path("results") / ("quick" if args.quick else "full")
+    root = Path(summary["out"])
     print((root / "results.md").read_text(encoding="utf-8"))
     print(
         json.dumps(
