@@ -13,7 +13,7 @@ from s2ssm.errors import S2ssmError
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    from s2ssm import demo
+    from s2ssm import demo, experiment_cli, reproduce_cli
     from s2ssm.sim import cli as sim_cli
 
     parser = argparse.ArgumentParser(prog="s2ssm", description=__doc__)
@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sim_cli.add_parser(subparsers)
+    experiment_cli.add_parsers(subparsers)
+    reproduce_cli.add_parser(subparsers)
     demo.add_parser(subparsers)
     return parser
 
