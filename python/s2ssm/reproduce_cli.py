@@ -31,7 +31,7 @@ def add_parser(subparsers: Any) -> None:
         description=(
             "Train S2-SSM, the equivalent Transformer and the dense SSM on the 7 simple "
             "environments, evaluate next-slot MSE and SHD per environment, then zero-shot and "
-            "10%%-data fine-tuning on the 4 composite environments; mean ± std over seeds. "
+            "10%-data fine-tuning on the 4 composite environments; mean ± std over seeds. "
             "Rerunning with the same --out continues an interrupted reproduction."
         ),
     )
