@@ -89,6 +89,7 @@ def test_eval_scores_are_consistent_with_the_raw_graphs(run_dir: Path) -> None:
     assert learned.shape == truth.shape == (3, 5, 4, 5)
     assert result.shd_local == pytest.approx(cell_shd(learned, truth).mean())
     assert result.shd_local_dense == pytest.approx(cell_shd(np.ones_like(truth), truth).mean())
+    assert result.shd_local_empty == pytest.approx(cell_shd(np.zeros_like(truth), truth).mean())
     share = learned.reshape(-1, 4, 5).mean(0)
     np.testing.assert_allclose(result.learned_global, share.round(4))
     glob = share > info.config.eval.global_min_fraction

@@ -11,8 +11,9 @@ evaluation mode (deterministic, thresholded gates). Reported per environment:
   ``eval.context`` observed ones, averaged over the horizon (``mse_rollout_steps`` per step);
 - ``shd_local``: mean SHD between the learned local graph of each transition and the
   simulator's ground truth (``s2ssm.graph.shd``, ``reversal="double"``, self-loops ignored: the
-  model's own-history path is never gated, see :mod:`s2ssm.model`); ``shd_local_dense`` the
-  same for the complete graph, the score of a model that learned no structure;
+  model's own-history path is never gated, see :mod:`s2ssm.model`); ``shd_local_dense`` and
+  ``shd_local_empty`` the same for the complete and the empty graph, the scores of models that
+  learned no structure;
 - ``shd_global``: SHD between the aggregated graph (edges present in more than
   ``eval.global_min_fraction`` of the local graphs) and the environment's global graph;
 - precision / recall / F1 of the local edges (self-loops ignored) and the learned edge density.
@@ -58,6 +59,7 @@ class EnvResult:
     mse_rollout_steps: list[float]
     shd_local: float
     shd_local_dense: float
+    shd_local_empty: float
     shd_global: int
     precision: float
     recall: float
@@ -151,6 +153,8 @@ def evaluate_env(
     shd_local = float(np.mean(graph.shd(flat_l, flat_t, diagonal="ignore")))
     dense = np.ones_like(flat_t)
     shd_dense = float(np.mean(graph.shd(dense, flat_t, diagonal="ignore")))
+    empty = np.zeros_like(flat_t)
+    shd_empty = float(np.mean(graph.shd(empty, flat_t, diagonal="ignore")))
     metrics = graph.edge_metrics(flat_l, flat_t, diagonal="ignore")
     tp, fp, fn = (int(np.sum(getattr(metrics, f))) for f in ("tp", "fp", "fn"))
     precision = tp / (tp + fp) if tp + fp else 1.0
@@ -174,6 +178,7 @@ def evaluate_env(
         mse_rollout_steps=[float(x) for x in per_step],
         shd_local=shd_local,
         shd_local_dense=shd_dense,
+        shd_local_empty=shd_empty,
         shd_global=shd_global,
         precision=precision,
         recall=recall,
@@ -204,7 +209,8 @@ _COLUMNS = (
     ("slot_var", "slot var", "{:.3g}"),
     ("mse_rollout", "MSE rollout", "{:.3g}"),
     ("shd_local", "SHD local", "{:.3f}"),
-    ("shd_local_dense", "SHD local (dense)", "{:.3f}"),
+    ("shd_local_dense", "SHD local (complete)", "{:.3f}"),
+    ("shd_local_empty", "SHD local (empty)", "{:.3f}"),
     ("shd_global", "SHD global", "{}"),
     ("f1", "F1 local", "{:.3f}"),
     ("edge_density", "edge density", "{:.3f}"),
