@@ -137,12 +137,11 @@ def bench_paths(batch: int, n: int, n_layers: int, repeats: int, rng: np.random.
     f32_s, counts_f32 = best_time(lambda: np_chain(layers, np.float32), repeats)
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(got, counts_f32 > 0)
-    report(
-        "reachability (boolean semiring)",
-        batch,
-        rust_s,
-        {"numpy uint8 matmul": u8_s, "numpy float32 matmul": f32_s},
-    )
+    numpy_reach = {"numpy uint8 matmul": u8_s, "numpy float32 matmul": f32_s}
+    report("reachability (boolean semiring), bool output", batch, rust_s, numpy_reach)
+    rust_s, packed = best_time(lambda: graph.reachability(layers, packed=True), repeats)
+    np.testing.assert_array_equal(graph.unpack_rows(packed, n), expected)
+    report("reachability, bit-packed rows (the core's output)", batch, rust_s, numpy_reach)
 
     rust_s, got = best_time(lambda: graph.path_counts(layers), repeats)
     int_s, expected = best_time(lambda: np_chain(layers, np.uint64), repeats)
