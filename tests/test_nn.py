@@ -9,26 +9,11 @@ import sys
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    # must happen before the first Triton kernel launch (kernels are decorated lazily)
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 from s2ssm.errors import InvalidInputError, InvalidTypeError
 from s2ssm.nn import Mamba, SlotAttention
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@pytest.fixture(autouse=True)
-def _exact_fp32_matmul():
-    """References on the GPU must use full fp32 matmuls, whatever other tests set."""
-    if not torch.cuda.is_available():
-        yield
-        return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+pytestmark = pytest.mark.usefixtures("exact_fp32_matmul")
 
 
 @pytest.mark.parametrize(("d_model", "d_state", "d_conv", "expand"), [(8, 4, 3, 2), (5, 3, 1, 1)])

@@ -15,11 +15,6 @@ import sys
 
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    # must happen before the first Triton kernel launch (kernels are decorated lazily)
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,18 +29,7 @@ from s2ssm.triton_kernels import (
 )
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@pytest.fixture(autouse=True)
-def _exact_fp32_matmul():
-    """References on the GPU must use full fp32 matmuls, whatever other tests set."""
-    if not torch.cuda.is_available():
-        yield
-        return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+pytestmark = pytest.mark.usefixtures("exact_fp32_matmul")
 
 
 # the package attribute ``selective_scan`` is the function; the module is reached through importlib

@@ -17,11 +17,6 @@ import sys
 
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    # must happen before the first Triton kernel launch (kernels are decorated lazily)
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,18 +24,7 @@ from s2ssm.errors import InvalidInputError, InvalidTypeError
 from s2ssm.triton_kernels import BACKEND_ENV_VAR, slot_attention, slot_attention_ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@pytest.fixture(autouse=True)
-def _exact_fp32_matmul():
-    """References on the GPU must use full fp32 matmuls, whatever other tests set."""
-    if not torch.cuda.is_available():
-        yield
-        return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+pytestmark = pytest.mark.usefixtures("exact_fp32_matmul")
 
 
 attn_mod = importlib.import_module("s2ssm.triton_kernels.slot_attention")

@@ -10,10 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    # before the first Triton kernel launch (kernels are decorated lazily)
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import s2ssm.train as train_module
 from s2ssm.checkpoint import (
     find_checkpoint,
