@@ -167,6 +167,7 @@ def test_path_counts_match_matmul_chain(layout, layers):
 def test_reachability_is_nonzero_pattern_of_counts(layout, layers):
     counts = graph.path_counts(layers, layout=layout)
     reach = graph.reachability(layers, layout=layout)
+    assert reach.dtype == np.bool_
     np.testing.assert_array_equal(reach, counts > 0)
     packed = graph.reachability(layers, layout=layout, packed=True)
     np.testing.assert_array_equal(graph.unpack_rows(packed, layers.shape[-1]), reach)

@@ -11,6 +11,7 @@ __all__ = [
     "path_counts_f64",
     "path_counts_u64",
     "reachability",
+    "reachability_dense",
     "shd",
     "sim_environments",
     "sim_generate_into",
@@ -52,6 +53,11 @@ def reachability(
     layout: str,
     num_threads: int | None = None,
 ) -> npt.NDArray[np.uint64]: ...
+def reachability_dense(
+    layers: npt.NDArray[np.uint8],
+    layout: str,
+    num_threads: int | None = None,
+) -> npt.NDArray[np.uint8]: ...
 
 # --- simulator ---
 SIM_STATE_DIM: int

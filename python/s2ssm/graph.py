@@ -363,8 +363,10 @@ def reachability(
     layout = _choice("layout", layout, _LAYOUTS)  # type: ignore[assignment]
     stack, single = _layer_stack("layers", layers)
     binary = _binarize("layers", stack, threshold)
-    rows = _core.reachability(binary, layout, num_threads)
-    result = rows if packed else unpack_rows(rows, stack.shape[-1])
+    if packed:
+        result = _core.reachability(binary, layout, num_threads)
+    else:
+        result = _core.reachability_dense(binary, layout, num_threads).view(np.bool_)
     return result[0] if single else result
 
 

@@ -264,11 +264,37 @@ fn reachability<'py>(
     Ok(out.into_pyarray(py))
 }
 
+/// Boolean path product of a `(B, L, N, N)` uint8 stack as dense 0/1 bytes `(B, N, N)`.
+#[pyfunction]
+#[pyo3(signature = (layers, layout, num_threads=None))]
+fn reachability_dense<'py>(
+    py: Python<'py>,
+    layers: PyReadonlyArray4<'py, u8>,
+    layout: &str,
+    num_threads: Option<usize>,
+) -> PyResult<Bound<'py, PyArray3<u8>>> {
+    let layout = parse_layout(py, layout)?;
+    let (b, l, n) = stack_dims(py, layers.shape())?;
+    let data = contiguous!(py, layers, "layers");
+    let pool = thread_pool(py, num_threads)?;
+    let mut out = vec![0u8; b * n * n];
+    py.detach(|| {
+        run_in(pool.as_ref(), || {
+            graph::reachability_dense(data, b, l, n, layout, &mut out)
+        })
+    })
+    .map_err(|e| to_py_err(py, e))?;
+    let out =
+        Array3::from_shape_vec((b, n, n), out).map_err(|e| invalid(py, "out", e.to_string()))?;
+    Ok(out.into_pyarray(py))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(shd, m)?)?;
     m.add_function(wrap_pyfunction!(edge_counts, m)?)?;
     m.add_function(wrap_pyfunction!(path_counts_u64, m)?)?;
     m.add_function(wrap_pyfunction!(path_counts_f64, m)?)?;
     m.add_function(wrap_pyfunction!(reachability, m)?)?;
+    m.add_function(wrap_pyfunction!(reachability_dense, m)?)?;
     Ok(())
 }

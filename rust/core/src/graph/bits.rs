@@ -82,6 +82,32 @@ pub fn pack_row(row: &[u8]) -> u64 {
     bits
 }
 
+/// Byte `b` spread over 8 bytes: byte `k` of `SPREAD[b]` is bit `k` of `b`.
+const SPREAD: [u64; 256] = spread_table();
+
+const fn spread_table() -> [u64; 256] {
+    let mut table = [0u64; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let mut bit = 0;
+        while bit < 8 {
+            table[byte] |= (((byte >> bit) & 1) as u64) << (8 * bit);
+            bit += 1;
+        }
+        byte += 1;
+    }
+    table
+}
+
+/// Writes the low `dense.len()` bits of `row` as 0/1 bytes (inverse of [`pack_row`]).
+#[inline]
+pub fn unpack_row(row: u64, dense: &mut [u8]) {
+    for (k, chunk) in dense.chunks_mut(8).enumerate() {
+        let bytes = SPREAD[((row >> (8 * k)) & 0xFF) as usize].to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
+
 /// Packs a row-major `rows x cols` graph into `rows` row words.
 #[inline]
 pub fn pack_rows(graph: &[u8], cols: usize, out: &mut [u64]) {
@@ -204,6 +230,16 @@ mod tests {
                 .enumerate()
                 .fold(0u64, |acc, (j, &b)| acc | (u64::from(b != 0) << j));
             assert_eq!(pack_row(&row), expected, "len {len}");
+        }
+    }
+
+    #[test]
+    fn unpack_row_inverts_pack_row() {
+        for len in 0..=64usize {
+            let row: Vec<u8> = (0..len).map(|j| ((j * 5 + 2) % 3 == 0) as u8).collect();
+            let mut dense = vec![7u8; len];
+            unpack_row(pack_row(&row), &mut dense);
+            assert_eq!(dense, row, "len {len}");
         }
     }
 

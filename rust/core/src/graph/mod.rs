@@ -9,7 +9,9 @@
 pub mod bits;
 mod paths;
 
-pub use paths::{path_counts_f64, path_counts_u64, reachability, Entry, Layout};
+pub use paths::{
+    path_counts_f64, path_counts_u64, reachability, reachability_dense, Entry, Layout,
+};
 
 use crate::error::{CoreError, CoreResult};
 use bits::{

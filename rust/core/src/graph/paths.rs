@@ -5,7 +5,7 @@
 //! `(A_1 + I) @ ... @ (A_L + I)`. Entry `(i, j)` counts the paths through the layers, a step of
 //! each either an edge of that layer or staying at the same node.
 
-use super::bits::{bool_matmul_8x8, pack_8x8, pack_row, DIAGONAL_8X8};
+use super::bits::{bool_matmul_8x8, pack_8x8, pack_row, unpack_row, DIAGONAL_8X8};
 use super::MAX_NODES;
 use crate::error::{CoreError, CoreResult};
 use rayon::prelude::*;
@@ -467,62 +467,86 @@ pub fn reachability(
 ) -> CoreResult<()> {
     check_stack(layers.len(), batch, n_layers, n, out.len(), n)?;
     let stack_len = n_layers * n * n;
-    let tasks = out
-        .par_chunks_mut(STACKS_PER_TASK * n)
-        .zip(layers.par_chunks(STACKS_PER_TASK * stack_len));
-    if n == 8 {
-        tasks.for_each(|(out, layers)| {
-            for (reach, stack) in out.chunks_exact_mut(8).zip(layers.chunks_exact(stack_len)) {
-                let mut product = pack_8x8(stack) | DIAGONAL_8X8;
-                for layer in stack.chunks_exact(64).skip(1) {
-                    let factor = pack_8x8(layer) | DIAGONAL_8X8;
-                    product = match layout {
-                        Layout::ParentChild => bool_matmul_8x8(product, factor),
-                        Layout::ChildParent => bool_matmul_8x8(factor, product),
-                    };
-                }
-                for (i, word) in reach.iter_mut().enumerate() {
-                    *word = (product >> (8 * i)) & 0xFF;
-                }
+    out.par_chunks_mut(STACKS_PER_TASK * n)
+        .zip(layers.par_chunks(STACKS_PER_TASK * stack_len))
+        .for_each(|(out, layers)| reachability_rows(layers, n_layers, n, layout, out));
+    Ok(())
+}
+
+/// [`reachability`] written as dense 0/1 bytes: `out` receives `n * n` bytes per stack.
+pub fn reachability_dense(
+    layers: &[u8],
+    batch: usize,
+    n_layers: usize,
+    n: usize,
+    layout: Layout,
+    out: &mut [u8],
+) -> CoreResult<()> {
+    check_stack(layers.len(), batch, n_layers, n, out.len(), n * n)?;
+    let stack_len = n_layers * n * n;
+    out.par_chunks_mut(STACKS_PER_TASK * n * n)
+        .zip(layers.par_chunks(STACKS_PER_TASK * stack_len))
+        .for_each(|(out, layers)| {
+            let mut rows = vec![0u64; out.len() / n];
+            reachability_rows(layers, n_layers, n, layout, &mut rows);
+            for (dense, &row) in out.chunks_exact_mut(n).zip(&rows) {
+                unpack_row(row, dense);
             }
         });
-        return Ok(());
-    }
-    tasks.for_each(|(out, layers)| {
-        let mut layer_rows = [0u64; MAX_NODES];
-        let mut previous = [0u64; MAX_NODES];
-        for (reach, stack) in out.chunks_exact_mut(n).zip(layers.chunks_exact(stack_len)) {
-            for (layer_index, layer) in stack.chunks_exact(n * n).enumerate() {
-                for (i, (word, row)) in layer_rows[..n]
-                    .iter_mut()
-                    .zip(layer.chunks_exact(n))
-                    .enumerate()
-                {
-                    *word = pack_row(row) | (1u64 << i);
-                }
-                if layer_index == 0 {
-                    reach.copy_from_slice(&layer_rows[..n]);
-                    continue;
-                }
-                previous[..n].copy_from_slice(reach);
-                // ParentChild: R <- R (A + I); ChildParent: R <- (A + I) R.
-                let (left, right) = match layout {
-                    Layout::ParentChild => (&previous[..n], &layer_rows[..n]),
-                    Layout::ChildParent => (&layer_rows[..n], &previous[..n]),
+    Ok(())
+}
+
+/// Packed reachability rows of consecutive stacks (one task's share, sequential).
+fn reachability_rows(layers: &[u8], n_layers: usize, n: usize, layout: Layout, out: &mut [u64]) {
+    let stack_len = n_layers * n * n;
+    if n == 8 {
+        for (reach, stack) in out.chunks_exact_mut(8).zip(layers.chunks_exact(stack_len)) {
+            let mut product = pack_8x8(stack) | DIAGONAL_8X8;
+            for layer in stack.chunks_exact(64).skip(1) {
+                let factor = pack_8x8(layer) | DIAGONAL_8X8;
+                product = match layout {
+                    Layout::ParentChild => bool_matmul_8x8(product, factor),
+                    Layout::ChildParent => bool_matmul_8x8(factor, product),
                 };
-                for (word, &left_row) in reach.iter_mut().zip(left) {
-                    let mut acc = 0u64;
-                    let mut ks = left_row;
-                    while ks != 0 {
-                        acc |= right[ks.trailing_zeros() as usize];
-                        ks &= ks - 1;
-                    }
-                    *word = acc;
-                }
+            }
+            for (i, word) in reach.iter_mut().enumerate() {
+                *word = (product >> (8 * i)) & 0xFF;
             }
         }
-    });
-    Ok(())
+        return;
+    }
+    let mut layer_rows = [0u64; MAX_NODES];
+    let mut previous = [0u64; MAX_NODES];
+    for (reach, stack) in out.chunks_exact_mut(n).zip(layers.chunks_exact(stack_len)) {
+        for (layer_index, layer) in stack.chunks_exact(n * n).enumerate() {
+            for (i, (word, row)) in layer_rows[..n]
+                .iter_mut()
+                .zip(layer.chunks_exact(n))
+                .enumerate()
+            {
+                *word = pack_row(row) | (1u64 << i);
+            }
+            if layer_index == 0 {
+                reach.copy_from_slice(&layer_rows[..n]);
+                continue;
+            }
+            previous[..n].copy_from_slice(reach);
+            // ParentChild: R <- R (A + I); ChildParent: R <- (A + I) R.
+            let (left, right) = match layout {
+                Layout::ParentChild => (&previous[..n], &layer_rows[..n]),
+                Layout::ChildParent => (&layer_rows[..n], &previous[..n]),
+            };
+            for (word, &left_row) in reach.iter_mut().zip(left) {
+                let mut acc = 0u64;
+                let mut ks = left_row;
+                while ks != 0 {
+                    acc |= right[ks.trailing_zeros() as usize];
+                    ks &= ks - 1;
+                }
+                *word = acc;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -561,6 +585,12 @@ mod tests {
                 let mut reach = vec![0u64; batch * n];
                 let bytes: Vec<u8> = layers.iter().map(|&v| v as u8).collect();
                 reachability(&bytes, batch, n_layers, n, layout, &mut reach).unwrap();
+                let mut dense = vec![0u8; batch * n * n];
+                reachability_dense(&bytes, batch, n_layers, n, layout, &mut dense).unwrap();
+                for (c, &d) in dense.iter().enumerate() {
+                    let (b, cell) = (c / (n * n), c % (n * n));
+                    assert_eq!(u64::from(d), (reach[b * n + cell / n] >> (cell % n)) & 1);
+                }
                 for b in 0..batch {
                     let expected = naive_product(
                         &layers[b * n_layers * n * n..(b + 1) * n_layers * n * n],
