@@ -501,3 +501,23 @@ def test_invariants_on_random_settings(env: int, seed: int, prob: float, multi: 
         assert (rows == np.array([0, 0, 0, 0, 1], bool)).all()
     if not multi:
         assert iv.sum(axis=-1).max(initial=0) <= 1
+
+
+@pytest.mark.parametrize("res", [16, 17, 32, 45, 128])
+def test_background_is_what_frames_show_outside_every_mask(res: int) -> None:
+    scene = sim.background(res)
+    assert scene.shape == (res, res, 3) and scene.dtype == np.uint8
+    assert (scene[res // 2, res // 2] == BACKGROUND).all()  # field
+    assert (scene[0, 0] < 64).all()  # border
+    batch = sim.generate("gravity_bounce", 8, 6, seed=3, resolution=res, velocity="previous")
+    frames = np.asarray(batch.frames)
+    free = np.asarray(batch.masks) == 0
+    assert free.any()
+    np.testing.assert_array_equal(frames[free], np.broadcast_to(scene, frames.shape)[free])
+
+
+def test_background_rejects_bad_resolution() -> None:
+    with pytest.raises(InvalidInputError, match="resolution"):
+        sim.background(8)
+    with pytest.raises(InvalidTypeError):
+        sim.background(32.5)  # type: ignore[arg-type]

@@ -86,6 +86,9 @@ class VAEConfig:
     freeze: bool = True  # frozen after pre-training (SPARTAN) or fine-tuned with the dynamics
     recon_weight: float = 0.0  # pixel-reconstruction weight during the dynamics phase
     init_from: str = ""  # start from the VAE of this checkpoint (then pretrain_steps may be 0)
+    # encode (frame - static background) x mask instead of frame x mask: anti-aliased edges then
+    # carry the object's coverage, not a phase-dependent share of background grey (README)
+    subtract_background: bool = True
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,7 @@ class EvalConfig:
     global_min_fraction: float = 0.01  # share of local graphs an edge needs to be global
     fit_code_steps: int = 100  # steps to fit a new environment code (unseen environments)
     fit_code_lr: float = 1e-2
+    floor_draws: int = 8  # re-simulations per transition for the noise floor (0: skip it)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ evaluation mode (deterministic, thresholded gates). Reported per environment:
 - ``mse_1step``: next-slot MSE with teacher forcing (every transition of every sequence);
   ``mse_copy``: the same for "nothing moves" (predict slot t for t + 1), and ``slot_var``: the
   variance of the slots, both to read ``mse_1step`` against the scale of the latent space;
+  ``mse_floor``: the irreducible next-slot MSE of this slot space (:mod:`s2ssm.noise_floor`,
+  ``eval.floor_draws`` re-simulations per transition; ``nan`` when 0), the level no model can
+  beat;
 - ``mse_rollout``: MSE of an autoregressive rollout of ``eval.horizon`` steps after
   ``eval.context`` observed ones, averaged over the horizon (``mse_rollout_steps`` per step);
 - ``shd_local``: mean SHD between the learned local graph of each transition and the
@@ -38,6 +41,7 @@ from s2ssm.checkpoint import atomic_write_text, load_model
 from s2ssm.config import Config, apply_overrides
 from s2ssm.experiment_data import SequenceSet, env_id, generate_sequences, global_graph
 from s2ssm.model import S2SSM, adjacency_layers, fit_env_code, rollout
+from s2ssm.noise_floor import slot_noise_floor
 from s2ssm.train import select_device
 
 __all__ = ["EnvResult", "evaluate", "evaluate_env", "format_markdown", "learned_local_graphs"]
@@ -54,6 +58,7 @@ class EnvResult:
     sequences: int
     mse_1step: float
     mse_copy: float
+    mse_floor: float
     slot_var: float
     mse_rollout: float
     mse_rollout_steps: list[float]
@@ -90,6 +95,31 @@ def _encode(model: S2SSM, data: SequenceSet, device: torch.device, batch: int) -
         part = data.take(np.arange(i, min(i + batch, len(data)))).torch(device)
         chunks.append(model.encode_slots(part["frames"], part["masks"]).float())
     return torch.cat(chunks)
+
+
+def _noise_floor(model: S2SSM, config: Config, env: str, device: torch.device) -> float:
+    """``mse_floor`` of :func:`evaluate_env`: the noise floor on the evaluation sequences."""
+    ecfg = config.eval
+    if ecfg.floor_draws <= 0:
+        return float("nan")
+    from s2ssm import sim
+
+    states = sim.generate(
+        env,
+        ecfg.sequences,
+        ecfg.seq_len,
+        seed=ecfg.seed,
+        resolution=config.data.resolution,
+        intervention_prob=ecfg.intervention_prob,
+    ).states
+    return slot_noise_floor(
+        lambda f, m: model.encode_slots(f.to(device), m.to(device)),
+        env,
+        states,
+        resolution=config.data.resolution,
+        intervention_prob=ecfg.intervention_prob,
+        draws=ecfg.floor_draws,
+    )
 
 
 def evaluate_env(
@@ -142,6 +172,7 @@ def evaluate_env(
 
     mse_1 = float(((pred[:, :-1] - slots[:, 1:]) ** 2).mean())
     mse_copy = float(((slots[:, :-1] - slots[:, 1:]) ** 2).mean())
+    mse_floor = _noise_floor(model, config, env, device)
     slot_var = float(slots.var(dim=(0, 1)).mean())
     per_step = ((roll - slots[:, c : c + h]) ** 2).mean(dim=(0, 2, 3))
 
@@ -173,6 +204,7 @@ def evaluate_env(
         sequences=len(data),
         mse_1step=mse_1,
         mse_copy=mse_copy,
+        mse_floor=mse_floor,
         slot_var=slot_var,
         mse_rollout=float(per_step.mean()),
         mse_rollout_steps=[float(x) for x in per_step],
@@ -206,6 +238,7 @@ _COLUMNS = (
     ("code", "code", "{}"),
     ("mse_1step", "MSE 1-step", "{:.3g}"),
     ("mse_copy", "MSE copy", "{:.3g}"),
+    ("mse_floor", "MSE floor", "{:.3g}"),
     ("slot_var", "slot var", "{:.3g}"),
     ("mse_rollout", "MSE rollout", "{:.3g}"),
     ("shd_local", "SHD local", "{:.3f}"),

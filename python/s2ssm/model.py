@@ -87,9 +87,18 @@ NEG_MASK = -1.0e4
 # --------------------------------------------------------------------------------------------
 
 
-def object_images(frames: Tensor, masks: Tensor, num_objects: int) -> Tensor:
-    """Masked object images in [0, 1]: (..., H, W, 3) uint8 frames and (..., H, W) uint8 bit masks
-    (bit k = object k) give (..., K, 3, H, W) float32, object k's pixels and zeros elsewhere."""
+def object_images(
+    frames: Tensor, masks: Tensor, num_objects: int, background: Tensor | None = None
+) -> Tensor:
+    """Masked object images: (..., H, W, 3) uint8 frames and (..., H, W) uint8 bit masks
+    (bit k = object k) give (..., K, 3, H, W) float32, object k's pixels and zeros elsewhere.
+
+    Without ``background`` the pixels are the frame's, in [0, 1]. With it ((H, W, 3) uint8, the
+    static scene, :func:`s2ssm.sim.background`) they are ``frame - background`` in [-1, 1]: an
+    anti-aliased edge pixel then holds ``coverage x (colour - background)`` instead of a
+    coverage-dependent share of background grey, so an object's image (and its slot) moves
+    continuously with the object instead of jumping with its sub-pixel phase.
+    """
     if frames.dtype != torch.uint8 or masks.dtype != torch.uint8:
         raise InvalidTypeError(
             f"frames and masks must be uint8, got {frames.dtype} and {masks.dtype}"
@@ -100,14 +109,25 @@ def object_images(frames: Tensor, masks: Tensor, num_objects: int) -> Tensor:
             f"got {tuple(frames.shape)} and {tuple(masks.shape)}"
         )
     image = frames.movedim(-1, -3).float().div(255.0)  # (..., 3, H, W)
+    if background is not None:
+        if background.shape != frames.shape[-3:]:
+            raise InvalidInputError(
+                f"background must be {tuple(frames.shape[-3:])} like one frame, got "
+                f"{tuple(background.shape)}"
+            )
+        image = image - background.movedim(-1, -3).float().div(255.0)
     bits = torch.arange(num_objects, device=masks.device, dtype=torch.uint8)
     obj = (masks.unsqueeze(-3) >> bits.view(-1, 1, 1)) & 1  # (..., K, H, W)
     return image.unsqueeze(-4) * obj.unsqueeze(-3).float()
 
 
-def compose_frame(object_recons: Tensor) -> Tensor:
-    """A frame from per-object images: (..., K, 3, H, W) -> (..., 3, H, W), summed and clipped."""
-    return object_recons.sum(dim=-4).clamp(0.0, 1.0)
+def compose_frame(object_recons: Tensor, background: Tensor | None = None) -> Tensor:
+    """A frame from per-object images: (..., K, 3, H, W) -> (..., 3, H, W), summed onto the
+    ``background`` ((H, W, 3) uint8, if the images were made with one) and clipped to [0, 1]."""
+    frame = object_recons.sum(dim=-4)
+    if background is not None:
+        frame = frame + background.movedim(-1, -3).to(frame.dtype).div(255.0)
+    return frame.clamp(0.0, 1.0)
 
 
 def _coords(height: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -118,27 +138,34 @@ def _coords(height: int, width: int, device: torch.device, dtype: torch.dtype) -
 
 
 _N_MOMENTS = 15
+# Pseudo-mass added to every channel's mass before normalising (intensity units: one full
+# pixel). A hard "is this channel present" switch makes the centroid jump from 0 to wherever a
+# faint sliver appears (a paddle sliding under the grey border, the ball touching a paddle);
+# with the pseudo-mass the centroid and spread fade in continuously with the mass.
+_MOMENT_PSEUDO_MASS = 1.0
 
 
 def image_moments(images: Tensor) -> Tensor:
-    """(N, 3, H, W) -> (N, 15): per colour channel the mass (mean intensity x 10), the
-    intensity-weighted centroid (y, x) and spread (std y, std x) in [-1, 1] coordinates
-    (zeros for an empty channel)."""
+    """(N, 3, H, W) -> (N, 15): per colour channel the mass (mean absolute intensity x 10),
+    the centroid (y, x) and spread (std y, std x) weighted by the absolute intensity, in [-1, 1]
+    coordinates, each shrunk towards 0 by a pseudo-mass of one pixel so that all 15 are
+    continuous in the image (signed, background-subtracted images work as well)."""
     h, w = images.shape[-2:]
     grid = _coords(h, w, images.device, images.dtype).flatten(1)  # (2, H*W)
-    flat = images.flatten(2)  # (N, 3, H*W)
+    flat = images.flatten(2).abs()  # (N, 3, H*W)
     mass = flat.sum(-1, keepdim=True)  # (N, 3, 1)
-    weights = flat / mass.clamp_min(1e-6)
+    weights = flat / (mass + _MOMENT_PSEUDO_MASS)
     mean = torch.einsum("ncp,kp->nck", weights, grid)  # (N, 3, 2)
-    var = torch.einsum("ncp,kp->nck", weights, grid.pow(2)) - mean.pow(2)
-    std = var.clamp_min(0.0).sqrt()
-    present = (mass > 1e-6).to(images.dtype)
-    feats = torch.cat([mass * (10.0 / (h * w)), mean * present, std * present], dim=-1)
+    centred = grid[None, None] - mean[..., None]  # (N, 3, 2, H*W)
+    var = torch.einsum("ncp,nckp->nck", weights, centred.pow(2))
+    std = (var + 1e-6).sqrt() - 1e-3  # smooth at 0, 0 for an empty channel
+    feats = torch.cat([mass * (10.0 / (h * w)), mean, std], dim=-1)
     return feats.flatten(1)
 
 
 class ObjectVAE(nn.Module):
-    """VAE of one object's masked image (3 x H x W in [0, 1]) to a D-dimensional slot.
+    """VAE of one object's masked image (3 x H x W, see :func:`object_images`) to a D-dimensional
+    slot.
 
     Encoder: CoordConv (RGB + 2 coordinate channels), one stride-2 4x4 conv per entry of
     ``channels``, and the image's intensity moments, then a linear layer to mean and
@@ -201,14 +228,14 @@ class ObjectVAE(nn.Module):
         return mu.reshape(*lead, -1), logvar.clamp(-10.0, 10.0).reshape(*lead, -1)
 
     def decode(self, z: Tensor) -> Tensor:
-        """(..., D) -> reconstructed masked images (..., 3, H, W), unclipped (about [0, 1])."""
+        """(..., D) -> reconstructed masked images (..., 3, H, W), unclipped."""
         lead = z.shape[:-1]
         flat = z.reshape(-1, z.shape[-1])
         r = self.resolution
         grid = _coords(r, r, flat.device, flat.dtype).expand(flat.shape[0], -1, -1, -1)
         tiled = flat[:, :, None, None].expand(-1, -1, r, r)
         p = self.blob(flat)
-        colour = torch.sigmoid(p[:, :3])
+        colour = torch.tanh(p[:, :3])  # signed: background-subtracted images
         centre = torch.tanh(p[:, 3:5])
         std = torch.exp(p[:, 5:7].clamp(-5.0, 1.0))
         offset = (grid - centre[:, :, None, None]) / std[:, :, None, None]
@@ -571,14 +598,26 @@ class S2SSM(nn.Module):
         self.config = config
         self.vae = ObjectVAE(config.vae, config.data.resolution)
         self.dynamics = SlotDynamics(config.model, config.vae.latent_dim)
+        self.background: Tensor | None
+        if config.vae.subtract_background:
+            from s2ssm import sim
+
+            scene = torch.from_numpy(sim.background(config.data.resolution))
+            self.register_buffer("background", scene, persistent=False)
+        else:
+            self.background = None
+
+    def object_images(self, frames: Tensor, masks: Tensor) -> Tensor:
+        """The VAE's input: (..., H, W, 3) frames and (..., H, W) masks -> (..., K, 3, H, W)."""
+        return object_images(frames, masks, self.config.model.num_objects, self.background)
 
     def encode_slots(self, frames: Tensor, masks: Tensor) -> Tensor:
         """Slots (posterior means) from uint8 frames (B, T, H, W, 3) and masks (B, T, H, W)."""
-        return self.vae.encode(object_images(frames, masks, self.config.model.num_objects))[0]
+        return self.vae.encode(self.object_images(frames, masks))[0]
 
     def decode_frames(self, slots: Tensor) -> Tensor:
         """(..., K, D) slots -> composed frames (..., 3, H, W) in [0, 1]."""
-        return compose_frame(self.vae.decode(slots))
+        return compose_frame(self.vae.decode(slots), self.background)
 
 
 @torch.no_grad()

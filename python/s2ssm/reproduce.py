@@ -131,6 +131,7 @@ MODEL_VARIANTS: dict[str, tuple[str, bool]] = {
 METRICS: tuple[str, ...] = (
     "mse_1step",
     "mse_copy",
+    "mse_floor",
     "mse_rollout",
     "shd_local",
     "shd_local_dense",

@@ -45,7 +45,7 @@ from s2ssm.experiment_data import (
     load_dataset,
     shard_range,
 )
-from s2ssm.model import S2SSM, LambdaSchedule, dynamics_loss, object_images
+from s2ssm.model import S2SSM, LambdaSchedule, dynamics_loss
 
 __all__ = ["TrainResult", "TrainingDivergedError", "seed_everything", "select_device", "train"]
 
@@ -285,7 +285,7 @@ class _Trainer:
         rows = np.arange(len(batch))
         frames = torch.from_numpy(np.ascontiguousarray(batch.frames[rows, t])).to(self.device)
         masks = torch.from_numpy(np.ascontiguousarray(batch.masks[rows, t])).to(self.device)
-        images = object_images(frames, masks, k).flatten(0, 1)
+        images = self.model.object_images(frames, masks).flatten(0, 1)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             loss, metrics = self.model.vae.loss(images)
         return loss, {"loss": float(loss.detach()), **metrics}
@@ -312,7 +312,7 @@ class _Trainer:
                 with torch.no_grad():
                     slots = self.model.encode_slots(tensors["frames"], tensors["masks"]).float()
             else:
-                images = object_images(tensors["frames"], tensors["masks"], cfg.model.num_objects)
+                images = self.model.object_images(tensors["frames"], tensors["masks"])
                 slots = self.model.vae.encode(images)[0].float()
                 if cfg.vae.recon_weight > 0:
                     recon_loss = F.mse_loss(self.model.vae.decode(slots).float(), images)

@@ -19,6 +19,7 @@ __all__ = [
     "MAX_RESOLUTION",
     "MIN_RESOLUTION",
     "PongBatch",
+    "background",
     "generate",
     "iterate",
     "render",
@@ -292,6 +293,25 @@ def render(
         frames.reshape((*lead, resolution, resolution, channels)),
         masks.reshape((*lead, resolution, resolution)),
     )
+
+
+def background(resolution: int = 32) -> npt.NDArray[np.uint8]:
+    """The static scene every frame is drawn on (grey field, dark borders), uint8 ``(H, W, 3)``.
+
+    Byte for byte the pixels :func:`generate` and :func:`render` draw wherever no object's mask
+    is set (the score digits are an object); subtracting it from a frame leaves each object's
+    own contribution, anti-aliased edges included, as a continuous function of its position.
+    """
+    from s2ssm.sim import reference
+
+    resolution = _int("resolution", resolution, MIN_RESOLUTION, MAX_RESOLUTION)
+    xs, ys = reference.subsample_grid(resolution)
+    x, y = xs[None, :], ys[:, None]
+    border = (y < 2.0) | (y >= 30.0) | (x < 2.0) | (x >= 30.0)
+    colour = np.where(border[..., None], np.array(reference.BORDER), np.array(reference.BACKGROUND))
+    sub = reference.SUB
+    pooled = colour.reshape(resolution, sub, resolution, sub, 3).sum(axis=(1, 3))
+    return ((pooled + sub * sub // 2) // (sub * sub)).astype(np.uint8)
 
 
 def unpack_masks(masks: npt.ArrayLike) -> npt.NDArray[np.bool_]:
