@@ -284,18 +284,27 @@ def test_dynamics_are_causal_in_time(kind: str) -> None:
     assert not torch.allclose(a[:, 5:], b[:, 5:])
 
 
-def test_closed_gates_isolate_objects() -> None:
-    model = SlotDynamics(small_model_config(gate_init_bias=-20.0), latent_dim=D).eval()
+@pytest.mark.parametrize("attend_self", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_closed_gates_isolate_objects(attend_self: bool, training: bool) -> None:
+    cfg = small_model_config(gate_init_bias=-40.0, attend_self=attend_self)
+    model = SlotDynamics(cfg, latent_dim=D).train(training)
     torch.nn.init.normal_(model.head.weight, std=0.1)
     slots = torch.randn(2, 6, K, D)
     other = slots.clone()
     other[:, :, 1:] = torch.randn_like(other[:, :, 1:])  # every object but 0 changes
     ids = torch.tensor([0, 0])
-    with torch.no_grad():
-        a, b = model(slots, ids), model(other, ids)
+    a, b = model(slots, ids), model(other, ids)
+    c = model(slots, torch.tensor([3, 5]))  # another environment
     assert not a.edges.any()
-    torch.testing.assert_close(a.pred[:, :, 0], b.pred[:, :, 0])
+    torch.testing.assert_close(a.pred[:, :, 0], b.pred[:, :, 0], rtol=0, atol=0)
+    torch.testing.assert_close(a.pred, c.pred, rtol=0, atol=0)
     assert not torch.allclose(a.pred[:, :, 1], b.pred[:, :, 1])
+    if training:  # no NaN gradients from the rows whose edges are all closed
+        a.pred.sum().backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+    model.eval()
     # with open gates object 0 does see the others
     model_open = SlotDynamics(small_model_config(gate_init_bias=20.0), latent_dim=D).eval()
     torch.nn.init.normal_(model_open.head.weight, std=0.1)

@@ -112,6 +112,7 @@ class ModelConfig:
     gate_temperature: float = 0.5
     gate_init_bias: float = 3.0  # initial gate logit: edges start open (p = sigmoid(3) = 0.95)
     edge_threshold: float = 0.5  # gate probability above which an edge exists at evaluation
+    attend_self: bool = False  # the own slot in the cross-attention too, ungated (model docs)
     backend: str = ""  # kernels: "" (automatic), "reference" or "triton"
 
 

@@ -38,8 +38,13 @@ evaluation cuts). At evaluation an edge exists where ``sigmoid(z) > edge_thresho
 penalty uses the gate *probabilities* ``sigmoid(z)`` (the expected adjacency) rather than the
 samples: same optimum, far less variance.
 
-The self edge of an object is not gated: the attention may always read the object's own slot,
-and the ``+ I`` of the path product accounts for it, so A_i has a zero diagonal.
+An object's own slot is not a parent in the attention: it reaches the object's next slot through
+the residual stream and the temporal layer, always (the ``+ I`` of the path product, so A_i has a
+zero diagonal). The attention reads only the open parents (other objects, the environment), and
+an object with no open parent gets a zero attention output. ``model.attend_self = true`` puts
+the own slot back into the attention, ungated: the softmax then mixes it with the parents, a
+data-dependent gate that a model uses even where a parent carries no information (with it, the
+environment edge stayed open in the single-environment experiment).
 """
 
 from __future__ import annotations
@@ -77,9 +82,11 @@ __all__ = [
     "sample_edges",
 ]
 
-# Additive mask value of a closed edge: exp(-1e4) is exactly 0 in every float type we use, and a
-# finite value keeps every kernel free of inf - inf.
-NEG_MASK = -1.0e4
+# Additive mask value of a closed edge. -inf, not a large finite value: with the object's own slot
+# outside the attention a row can have every edge closed, and a finite mask would then fall back
+# to the plain softmax over the closed edges (a leak); both attention paths give an all -inf row
+# zero weights, a zero output and zero gradients.
+NEG_MASK = float("-inf")
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,6 +453,7 @@ class SlotSSMBlock(nn.Module):
         self.temperature = cfg.gate_temperature
         self.threshold = cfg.edge_threshold
         self.register_buffer("self_edges", torch.eye(k, k + 1, dtype=torch.bool), persistent=False)
+        self.self_mask = 0.0 if cfg.attend_self else NEG_MASK
 
     def forward(self, x: Tensor, env: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Returns (new slots, gate logits (B, T, K, K + 1), edges (B, T, K, K + 1) bool);
@@ -467,7 +475,7 @@ class SlotSSMBlock(nn.Module):
             threshold=self.threshold,
         )
         self_edges: Tensor = self.self_edges  # type: ignore[assignment]
-        mask = mask.masked_fill(self_edges, 0.0)  # an object always reads its own slot
+        mask = mask.masked_fill(self_edges, self.self_mask)  # own slot: the residual path
         out, _ = self.attention(children, parents, mask=mask.to(children.dtype))
         x = x + out.reshape(b, t, k, d)
         x = x + self.mlp(self.norm_mlp(x))
