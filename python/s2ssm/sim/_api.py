@@ -307,7 +307,7 @@ def background(resolution: int = 32) -> npt.NDArray[np.uint8]:
     resolution = _int("resolution", resolution, MIN_RESOLUTION, MAX_RESOLUTION)
     xs, ys = reference.subsample_grid(resolution)
     x, y = xs[None, :], ys[:, None]
-    border = (y < 2.0) | (y >= 30.0) | (x < 2.0) | (x >= 30.0)
+    border = reference.on_border(x, y)
     colour = np.where(border[..., None], np.array(reference.BORDER), np.array(reference.BACKGROUND))
     sub = reference.SUB
     pooled = colour.reshape(resolution, sub, resolution, sub, 3).sum(axis=(1, 3))

@@ -322,6 +322,11 @@ def _rect(x, y, x0, x1, y0, y1):  # type: ignore[no-untyped-def]
     return (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
 
 
+def on_border(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Sub-samples covered by the 2-unit border of the field."""
+    return (y < 2.0) | (y >= 30.0) | (x < 2.0) | (x >= 30.0)
+
+
 def _disc(x, y, cx, cy):  # type: ignore[no-untyped-def]
     dx = x - cx
     dy = y - cy
@@ -368,7 +373,7 @@ def render(
     colour[:] = BACKGROUND
     score = np.broadcast_to(_on_score(x, y, sl, sr), shape)
     colour[score] = DIGIT
-    colour[np.broadcast_to((y < 2.0) | (y >= 30.0) | (x < 2.0) | (x >= 30.0), shape)] = BORDER
+    colour[np.broadcast_to(on_border(x, y), shape)] = BORDER
     left = np.broadcast_to(
         _rect(x, y, 4.0, 6.0, np.maximum(pl - 3.0, 2.0), np.minimum(pl + 3.0, 30.0)), shape
     )
