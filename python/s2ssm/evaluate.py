@@ -111,6 +111,7 @@ def _noise_floor(model: S2SSM, config: Config, env: str, device: torch.device) -
         seed=ecfg.seed,
         resolution=config.data.resolution,
         intervention_prob=ecfg.intervention_prob,
+        render=False,  # the same states as the evaluation sequences, without drawing them again
     ).states
     return slot_noise_floor(
         lambda f, m: model.encode_slots(f.to(device), m.to(device)),

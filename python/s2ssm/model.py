@@ -43,8 +43,7 @@ the residual stream and the temporal layer, always (the ``+ I`` of the path prod
 zero diagonal). The attention reads only the open parents (other objects, the environment), and
 an object with no open parent gets a zero attention output. ``model.attend_self = true`` puts
 the own slot back into the attention, ungated: the softmax then mixes it with the parents, a
-data-dependent gate that a model uses even where a parent carries no information (with it, the
-environment edge stayed open in the single-environment experiment).
+data-dependent gate through which a model can shut a parent out without closing its edge.
 """
 
 from __future__ import annotations
@@ -147,8 +146,8 @@ def _coords(height: int, width: int, device: torch.device, dtype: torch.dtype) -
 _N_MOMENTS = 15
 # Pseudo-mass added to every channel's mass before normalising (intensity units: one full
 # pixel). A hard "is this channel present" switch makes the centroid jump from 0 to wherever a
-# faint sliver appears (a paddle sliding under the grey border, the ball touching a paddle);
-# with the pseudo-mass the centroid and spread fade in continuously with the mass.
+# faint sliver appears in a channel (an anti-aliased edge, the ball touching a paddle); with
+# the pseudo-mass the centroid and spread fade in continuously with the mass.
 _MOMENT_PSEUDO_MASS = 1.0
 
 
