@@ -17,6 +17,7 @@ from s2ssm.errors import InvalidInputError, InvalidTypeError
 from s2ssm.model import (
     NEG_MASK,
     S2SSM,
+    EdgeGate,
     LambdaSchedule,
     ObjectVAE,
     SlotDynamics,
@@ -26,6 +27,7 @@ from s2ssm.model import (
     fit_env_code,
     local_graph_from_edges,
     object_images,
+    open_probability_shift,
     path_count_matrix,
     path_penalty,
     rollout,
@@ -125,9 +127,10 @@ def test_vae_shapes_and_gradients() -> None:
 
 def test_eval_edges_are_thresholded_probabilities() -> None:
     logits = torch.randn(3, K, K + 1) * 3
-    mask, edges = sample_edges(
+    mask, edges, gate = sample_edges(
         logits, mode="straight_through", temperature=0.5, training=False, threshold=0.7
     )
+    assert gate is None
     assert torch.equal(edges, torch.sigmoid(logits) > 0.7)
     assert torch.equal(mask, torch.where(edges, 0.0, NEG_MASK))
 
@@ -136,7 +139,7 @@ def test_eval_edges_are_thresholded_probabilities() -> None:
 def test_gumbel_sigmoid_edges_follow_the_gate_probability(temperature: float) -> None:
     # P(z + logistic noise > 0) = sigmoid(z) whatever the temperature
     logits = torch.tensor([-2.0, -0.5, 0.0, 1.0, 2.5]).repeat(20000, 1)
-    _, edges = sample_edges(
+    _, edges, _ = sample_edges(
         logits, mode="straight_through", temperature=temperature, training=True, threshold=0.5
     )
     freq = edges.float().mean(0)
@@ -145,9 +148,10 @@ def test_gumbel_sigmoid_edges_follow_the_gate_probability(temperature: float) ->
 
 def test_straight_through_forward_is_binary_and_backward_is_relaxed() -> None:
     logits = torch.randn(64, K, K + 1, requires_grad=True)
-    mask, edges = sample_edges(
+    mask, edges, gate = sample_edges(
         logits, mode="straight_through", temperature=0.5, training=True, threshold=0.5
     )
+    assert gate is None
     assert torch.equal(mask.detach(), torch.where(edges, 0.0, NEG_MASK))
     mask.sum().backward()
     assert logits.grad is not None
@@ -157,13 +161,74 @@ def test_straight_through_forward_is_binary_and_backward_is_relaxed() -> None:
 def test_relaxed_gate_is_log_sigmoid() -> None:
     logits = torch.randn(16, K, K + 1)
     torch.manual_seed(1)
-    mask, edges = sample_edges(
+    mask, edges, _ = sample_edges(
         logits, mode="relaxed", temperature=0.5, training=True, threshold=0.5
     )
     assert (mask <= 0).all()
     assert torch.equal(edges, mask > math.log(0.5))
     with pytest.raises(InvalidInputError, match="mode"):
         sample_edges(logits, mode="hard", temperature=1.0, training=True, threshold=0.5)
+    with pytest.raises(InvalidInputError, match="gradient"):
+        sample_edges(
+            logits, mode="relaxed", temperature=1.0, training=True, threshold=0.5, gradient="x"
+        )
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0 / 3.0])
+def test_hard_concrete_gate_is_clipped_and_open_with_the_shifted_probability(
+    temperature: float,
+) -> None:
+    logits = torch.tensor([-3.0, -1.0, 0.0, 1.0, 3.0]).repeat(20000, 1).requires_grad_(True)
+    mask, edges, gate = sample_edges(
+        logits, mode="hard_concrete", temperature=temperature, training=True, threshold=0.5
+    )
+    assert gate is not None and ((gate >= 0) & (gate <= 1)).all()
+    assert torch.equal(edges, gate > 0) and not mask.requires_grad
+    assert torch.equal(mask, torch.where(edges, 0.0, NEG_MASK))
+    assert (gate == 1).any() and ((gate > 0) & (gate < 1)).any()
+    shift = open_probability_shift("hard_concrete", temperature)
+    assert shift == pytest.approx(-temperature * math.log(0.1 / 1.1))
+    torch.testing.assert_close(
+        edges.float().mean(0), torch.sigmoid(logits[0].detach() + shift), atol=0.015, rtol=0
+    )
+    gate.sum().backward()
+    assert logits.grad is not None and (logits.grad >= 0).all() and logits.grad.sum() > 0
+
+
+def test_bounded_gate_logits_stay_inside_the_bound_and_keep_their_order() -> None:
+
+    free = EdgeGate(16, K, K + 1, init_bias=30.0)
+    bounded = EdgeGate(16, K, K + 1, init_bias=30.0, bound=4.0)
+    bounded.load_state_dict(free.state_dict())
+    children, parents = torch.randn(8, K, 16), torch.randn(8, K + 1, 16)
+    z, zb = free(children, parents), bounded(children, parents)
+    assert z.max() > 20 and zb.abs().max() < 4.0
+    torch.testing.assert_close(zb, 4.0 * torch.tanh(z / 4.0))
+    with pytest.raises(InvalidInputError, match="gate_logit_bound"):
+        Config(model=ModelConfig(gate_logit_bound=-1.0))
+
+
+def test_message_gate_is_binary_forward_and_sigmoid_backward() -> None:
+    logits = torch.randn(64, K, K + 1, requires_grad=True)
+    torch.manual_seed(3)
+    mask, edges, gate = sample_edges(
+        logits,
+        mode="straight_through",
+        temperature=0.5,
+        training=True,
+        threshold=0.5,
+        gradient="message",
+    )
+    torch.manual_seed(3)
+    mask_mode, edges_mode, _ = sample_edges(
+        logits, mode="straight_through", temperature=0.5, training=True, threshold=0.5
+    )
+    assert torch.equal(edges, edges_mode) and torch.equal(mask, mask_mode.detach())
+    assert not mask.requires_grad  # the gradient goes through the gate, not the mask
+    assert gate is not None and torch.equal(gate.detach(), edges.float())
+    gate.sum().backward()
+    assert logits.grad is not None  # d sigmoid(y) / dz >= 0 (0 where it underflows)
+    assert (logits.grad >= 0).all() and (logits.grad > 0).float().mean() > 0.9
 
 
 # -- causal graph --------------------------------------------------------------------------------
@@ -284,10 +349,11 @@ def test_dynamics_are_causal_in_time(kind: str) -> None:
     assert not torch.allclose(a[:, 5:], b[:, 5:])
 
 
+@pytest.mark.parametrize("gate", ["straight_through", "hard_concrete"])
 @pytest.mark.parametrize("attend_self", [False, True])
 @pytest.mark.parametrize("training", [False, True])
-def test_closed_gates_isolate_objects(attend_self: bool, training: bool) -> None:
-    cfg = small_model_config(gate_init_bias=-40.0, attend_self=attend_self)
+def test_closed_gates_isolate_objects(attend_self: bool, training: bool, gate: str) -> None:
+    cfg = small_model_config(gate_init_bias=-40.0, attend_self=attend_self, gate=gate)
     model = SlotDynamics(cfg, latent_dim=D).train(training)
     torch.nn.init.normal_(model.head.weight, std=0.1)
     slots = torch.randn(2, 6, K, D)
@@ -311,6 +377,51 @@ def test_closed_gates_isolate_objects(attend_self: bool, training: bool) -> None
     with torch.no_grad():
         c, d = model_open(slots, ids), model_open(other, ids)
     assert not torch.allclose(c.pred[:, :, 0], d.pred[:, :, 0])
+
+
+@pytest.mark.parametrize(
+    ("gate", "gradient"),
+    [("straight_through", "message"), ("straight_through", "mask"), ("hard_concrete", "mask")],
+)
+def test_a_lone_open_edge_gets_a_gradient_only_through_its_message(
+    gate: str, gradient: str
+) -> None:
+    # child 0 has one open parent (the environment): the softmax over one edge is 1 whatever
+    # the additive mask, so the mask gradient cannot tell the edge is useful; the message can
+    cfg = small_model_config(
+        gate_init_bias=-40.0, gate=gate, gate_gradient=gradient, gate_temperature=1.0, num_layers=1
+    )
+    model = SlotDynamics(cfg, latent_dim=D).train()
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    edge_gate = model.blocks[0].gate
+    with torch.no_grad():
+        edge_gate.bias[0, K] = 2.0
+    out = model(torch.randn(4, 6, K, D), torch.tensor([0, 1, 2, 3]))
+    assert out.edges[..., 0, K].any() and not out.edges[..., 1:, :].any()
+    out.pred[..., 0, :].pow(2).sum().backward()
+    assert edge_gate.bias.grad is not None
+    grad = edge_gate.bias.grad[0, K].abs().item()
+    assert (grad < 1e-6) if gate == "straight_through" and gradient == "mask" else (grad > 1e-4)
+
+
+def test_message_gradient_is_the_derivative_of_gate_scaled_messages() -> None:
+    # reference: out(g) = W_o (sum_j a_j g_j v_j), the attention weights a held fixed
+    block = SlotDynamics(small_model_config(num_heads=2), latent_dim=D).blocks[0]
+    parents = torch.randn(5, K + 1, 16)
+    weights = torch.softmax(torch.randn(5, 2, K, K + 1), dim=-1)
+    logits = torch.randn(5, K, K + 1, requires_grad=True)
+    cot = torch.randn(5, K, 16)
+    msg = block._scaled_messages(
+        parents, weights, torch.sigmoid(logits) - torch.sigmoid(logits).detach(), detach=True
+    )
+    assert torch.equal(msg, torch.zeros_like(msg))
+    (grad,) = torch.autograd.grad((msg * cot).sum(), logits)
+    att = block.attention
+    values = att._heads(att.v_proj(parents))
+    g = torch.sigmoid(logits)
+    ref = torch.einsum("bhqk,bqk,bhkd->bqhd", weights, g, values).flatten(2) @ att.out_proj.weight.T
+    (want,) = torch.autograd.grad((ref * cot).sum(), logits)
+    torch.testing.assert_close(grad, want)
 
 
 def test_dynamics_reject_bad_input() -> None:
@@ -404,14 +515,18 @@ def reference_lambda(cfg: SparsityConfig, errors: list[float]) -> list[float]:
     lams: list[float] = []
     smoothed: float | None = None
     lam = 0.0
+    target = cfg.target
     for k in range(len(errors) + 1):
         if not cfg.enabled or k < cfg.warmup_steps:
             lam = 0.0
         elif k == cfg.warmup_steps:
             lam = cfg.lambda_init
+            if cfg.target_ratio > 0:
+                assert smoothed is not None
+                target = cfg.target_ratio * smoothed
         else:
             assert smoothed is not None
-            if smoothed < cfg.target:
+            if smoothed < target:
                 lam = min(lam * cfg.growth, cfg.lambda_max)
             else:
                 lam = max(lam * cfg.shrink, cfg.lambda_min)
@@ -428,11 +543,14 @@ def reference_lambda(cfg: SparsityConfig, errors: list[float]) -> list[float]:
     ema=st.sampled_from([0.0, 0.5, 0.9]),
     warmup=st.integers(0, 10),
     enabled=st.booleans(),
+    ratio=st.sampled_from([0.0, 0.8, 1.0, 1.5]),
 )
 def test_lambda_schedule_follows_its_rule(
-    errors: list[float], ema: float, warmup: int, enabled: bool
+    errors: list[float], ema: float, warmup: int, enabled: bool, ratio: float
 ) -> None:
+    ratio = ratio if warmup > 0 else 0.0
     cfg = SparsityConfig(
+        target_ratio=ratio,
         enabled=enabled,
         lambda_init=1e-3,
         lambda_min=1e-4,
@@ -468,3 +586,22 @@ def test_lambda_grows_below_target_and_shrinks_above() -> None:
     clone = LambdaSchedule(cfg)
     clone.load_state_dict(state)
     assert clone.update(0.0) == schedule.update(0.0)
+
+
+def test_relative_target_is_set_from_the_warm_up_error() -> None:
+    cfg = SparsityConfig(
+        target=1.0, target_ratio=1.5, lambda_init=1e-3, growth=2.0, shrink=0.5, ema=0.0,
+        warmup_steps=2,
+    )  # fmt: skip
+    schedule = LambdaSchedule(cfg)
+    schedule.update(0.4)
+    assert schedule.update(0.2) == 1e-3 and schedule.target == pytest.approx(0.3)
+    assert schedule.update(0.25) == pytest.approx(2e-3)  # below 1.5 x 0.2
+    assert schedule.update(0.35) == pytest.approx(1e-3)  # above
+    clone = LambdaSchedule(cfg)
+    clone.load_state_dict(schedule.state_dict())
+    assert clone.target == schedule.target and clone.update(0.1) == schedule.update(0.1)
+    with pytest.raises(InvalidInputError, match="target_ratio"):
+        Config(sparsity=SparsityConfig(target_ratio=1.0, warmup_steps=0))
+    with pytest.raises(InvalidInputError, match="target_ratio"):
+        Config(sparsity=SparsityConfig(target_ratio=-1.0))

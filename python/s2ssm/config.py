@@ -108,9 +108,13 @@ class ModelConfig:
     num_env_codes: int = 11  # rows of the environment codebook
     use_interventions: bool = False  # feed the simulator's intervention indicators as tokens
     num_interventions: int = 5
-    gate: str = "straight_through"  # "straight_through" Gumbel-sigmoid or "relaxed" (concrete)
+    gate: str = (
+        "straight_through"  # Gumbel-sigmoid edges: "straight_through", "relaxed", "hard_concrete"
+    )
+    gate_gradient: str = "message"  # straight-through backward: "message" or "mask" (model docs)
     gate_temperature: float = 0.5
     gate_init_bias: float = 3.0  # initial gate logit: edges start open (p = sigmoid(3) = 0.95)
+    gate_logit_bound: float = 0.0  # > 0: gate logits soft-clipped to +-bound (EdgeGate docs)
     edge_threshold: float = 0.5  # gate probability above which an edge exists at evaluation
     attend_self: bool = False  # the own slot in the cross-attention too, ungated (model docs)
     backend: str = ""  # kernels: "" (automatic), "reference" or "triton"
@@ -125,6 +129,9 @@ class SparsityConfig:
     lambda_min: float = 1e-6
     lambda_max: float = 1.0
     target: float = 3e-4  # tau, the prediction error the dual step aims at
+    # > 0: tau = target_ratio x the smoothed error at the end of the warm-up (target unused), a
+    # target in the units of the model's own error instead of an absolute number
+    target_ratio: float = 0.0
     growth: float = 1.02  # lambda *= growth while the (smoothed) error is below tau
     shrink: float = 0.95  # lambda *= shrink while it is at or above tau
     ema: float = 0.9  # smoothing of the error fed to the rule (0 = raw batch error)
@@ -183,7 +190,8 @@ class Config:
 _CHOICES = {
     ("data", "mode"): ("fixed", "stream"),
     ("model", "kind"): ("ssm", "transformer"),
-    ("model", "gate"): ("straight_through", "relaxed"),
+    ("model", "gate"): ("straight_through", "relaxed", "hard_concrete"),
+    ("model", "gate_gradient"): ("message", "mask"),
     ("model", "backend"): ("", "reference", "triton"),
 }
 _POSITIVE = {
@@ -243,9 +251,19 @@ def validate(config: Config) -> None:
             f"model.d_model ({model.d_model}) must be divisible by model.num_heads "
             f"({model.num_heads})"
         )
+    if model.gate_logit_bound < 0:
+        raise InvalidInputError(
+            f"model.gate_logit_bound must be >= 0 (0: unbounded), got {model.gate_logit_bound}"
+        )
     if not 0.0 < model.edge_threshold < 1.0:
         raise InvalidInputError(
             f"model.edge_threshold must be in (0, 1), got {model.edge_threshold}"
+        )
+    if sp.target_ratio < 0 or (sp.target_ratio > 0 and sp.warmup_steps < 1):
+        raise InvalidInputError(
+            "sparsity.target_ratio must be >= 0, and > 0 needs sparsity.warmup_steps >= 1 (the "
+            f"target is set from the warm-up's error), got {sp.target_ratio} and "
+            f"{sp.warmup_steps}"
         )
     if not (sp.lambda_min <= sp.lambda_init <= sp.lambda_max):
         raise InvalidInputError(

@@ -341,10 +341,24 @@ class EnvironmentSlot(nn.Module):
 
 class EdgeGate(nn.Module):
     """Gate logits z[i, j] = <Wq x_i, Wk y_j> / sqrt(d) + b[i, j] for child object i and parent
-    slot j (objects, then the environment): state dependent, so graphs are local."""
+    slot j (objects, then the environment): state dependent, so graphs are local.
 
-    def __init__(self, d_model: int, num_children: int, num_parents: int, init_bias: float):
+    ``bound`` > 0 maps the logits through ``bound x tanh(z / bound)``: a gate can then never
+    be so sure that its probability's gradient vanishes, so the sparsity penalty keeps its
+    grip on an edge the prediction no longer needs (without it, gates that saturate while λ is
+    still 0 stay open whatever λ becomes).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_children: int,
+        num_parents: int,
+        init_bias: float,
+        bound: float = 0.0,
+    ):
         super().__init__()
+        self.bound = bound
         self.query = nn.Linear(d_model, d_model, bias=False)
         self.key = nn.Linear(d_model, d_model, bias=False)
         nn.init.normal_(self.query.weight, std=0.02)
@@ -356,34 +370,81 @@ class EdgeGate(nn.Module):
         """(B*, K, d) and (B*, K + 1, d) -> logits (B*, K, K + 1) in float32."""
         q = self.query(children).float()
         k = self.key(parents).float()
-        return q @ k.transpose(-1, -2) * self.scale + self.bias
+        z = q @ k.transpose(-1, -2) * self.scale + self.bias
+        return self.bound * torch.tanh(z / self.bound) if self.bound > 0 else z
+
+
+# Hard concrete (Louizos et al., 2018): the binary concrete sample stretched to (GAMMA, ZETA)
+# and clipped to [0, 1], so that a share of the samples is exactly 0 (closed) or 1.
+HARD_CONCRETE_GAMMA = -0.1
+HARD_CONCRETE_ZETA = 1.1
+
+
+def open_probability_shift(mode: str, temperature: float) -> float:
+    """s such that ``sigmoid(z + s)`` is the probability that a training sample of the gate is
+    open (non-zero): 0 for the Gumbel-sigmoid, ``-temperature x log(-GAMMA / ZETA)`` for the
+    hard concrete."""
+    if mode == "hard_concrete":
+        return -temperature * math.log(-HARD_CONCRETE_GAMMA / HARD_CONCRETE_ZETA)
+    return 0.0
 
 
 def sample_edges(
-    logits: Tensor, *, mode: str, temperature: float, training: bool, threshold: float
-) -> tuple[Tensor, Tensor]:
-    """Edges from gate logits: returns (additive log-mask, binary edges), both shaped as logits.
+    logits: Tensor,
+    *,
+    mode: str,
+    temperature: float,
+    training: bool,
+    threshold: float,
+    gradient: str = "mask",
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Edges from gate logits: returns (additive log-mask, binary edges, message gate), the first
+    two shaped as logits, the gate None unless the attention must scale each edge's message
+    by it.
 
-    Training, ``mode="straight_through"``: ``y = (z + log u - log(1 - u)) / temperature`` with
-    ``u ~ U(0, 1)``; edges = ``y > 0``; mask = ``0`` on edges and ``NEG_MASK`` elsewhere in the
-    forward pass, with the gradient of ``log sigmoid(y)``. ``mode="relaxed"``: mask =
-    ``log sigmoid(y)``. Evaluation (``training=False``): edges = ``sigmoid(z) > threshold``,
-    deterministic, mask as in the straight-through forward pass.
+    Training, with logistic noise ``n = log u - log(1 - u)``, ``u ~ U(0, 1)``:
+
+    * ``mode="straight_through"``: ``y = (z + n) / temperature``; edges = ``y > 0``; mask =
+      ``0`` on edges and ``NEG_MASK`` elsewhere in the forward pass. Backward:
+      ``gradient="mask"`` gives the mask the gradient of ``log sigmoid(y)``;
+      ``gradient="message"`` detaches the mask and returns the gate
+      ``edges + sigmoid(y) - stop_gradient(sigmoid(y))`` (value 0/1, gradient of
+      ``sigmoid(y)``), which scales each edge's message in the backward pass only.
+    * ``mode="relaxed"``: mask = ``log sigmoid(y)`` (fractional edges inside the softmax).
+    * ``mode="hard_concrete"``: gate ``g = clip(sigmoid(y) x (ZETA - GAMMA) + GAMMA, 0, 1)``,
+      edges = ``g > 0``, mask 0 / ``NEG_MASK`` (no gradient): the attention renormalises over
+      the open edges and multiplies each open edge's message by g, the gradient flowing
+      through g (exact for the sampled relaxation).
+
+    Evaluation (``training=False``): edges = ``sigmoid(z) > threshold``, deterministic, mask as
+    in the straight-through forward pass, no gate.
     """
-    if mode not in ("straight_through", "relaxed"):
-        raise InvalidInputError(f"mode must be 'straight_through' or 'relaxed', got {mode!r}")
+    if mode not in ("straight_through", "relaxed", "hard_concrete"):
+        raise InvalidInputError(
+            f"mode must be 'straight_through', 'relaxed' or 'hard_concrete', got {mode!r}"
+        )
+    if gradient not in ("mask", "message"):
+        raise InvalidInputError(f"gradient must be 'mask' or 'message', got {gradient!r}")
     if not training:
         edges = torch.sigmoid(logits) > threshold
         mask = torch.where(edges, 0.0, NEG_MASK).to(logits.dtype)
-        return mask, edges
+        return mask, edges, None
     u = torch.rand_like(logits).clamp(1e-6, 1.0 - 1e-6)
     y = (logits + torch.log(u) - torch.log1p(-u)) / temperature
+    if mode == "hard_concrete":
+        stretched = torch.sigmoid(y) * (HARD_CONCRETE_ZETA - HARD_CONCRETE_GAMMA)
+        gate = (stretched + HARD_CONCRETE_GAMMA).clamp(0.0, 1.0)
+        edges = gate > 0
+        return torch.where(edges, 0.0, NEG_MASK).to(logits.dtype), edges, gate
     edges = y > 0
-    soft = F.logsigmoid(y)
     if mode == "relaxed":
-        return soft, edges
+        return F.logsigmoid(y), edges, None
     hard = torch.where(edges, 0.0, NEG_MASK).to(logits.dtype)
-    return hard + (soft - soft.detach()), edges
+    if gradient == "message":
+        soft = torch.sigmoid(y)
+        return hard, edges, edges.to(soft.dtype) + (soft - soft.detach())
+    soft = F.logsigmoid(y)
+    return hard + (soft - soft.detach()), edges, None
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,13 +503,14 @@ class SlotSSMBlock(nn.Module):
             self.temporal = CausalTimeAttention(d, cfg.num_heads, cfg.max_len)
         self.norm_query = nn.LayerNorm(d)
         self.norm_key = nn.LayerNorm(d)
-        self.gate = EdgeGate(d, k, k + 1, cfg.gate_init_bias)
+        self.gate = EdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
         self.attention = s2nn.SlotAttention(d, num_heads=cfg.num_heads, backend=backend)
         self.norm_mlp = nn.LayerNorm(d)
         self.mlp = nn.Sequential(
             nn.Linear(d, cfg.mlp_ratio * d), nn.GELU(), nn.Linear(cfg.mlp_ratio * d, d)
         )
         self.gate_mode = cfg.gate
+        self.gate_gradient = cfg.gate_gradient
         self.temperature = cfg.gate_temperature
         self.threshold = cfg.edge_threshold
         self.register_buffer("self_edges", torch.eye(k, k + 1, dtype=torch.bool), persistent=False)
@@ -466,19 +528,44 @@ class SlotSSMBlock(nn.Module):
         children = self.norm_query(x).reshape(b * t, k, d)
         parents = self.norm_key(torch.cat([x, env.unsqueeze(2)], dim=2)).reshape(b * t, k + 1, d)
         logits = self.gate(children, parents)
-        mask, edges = sample_edges(
+        mask, edges, gate = sample_edges(
             logits,
             mode=self.gate_mode,
             temperature=self.temperature,
             training=self.training,
             threshold=self.threshold,
+            gradient=self.gate_gradient,
         )
         self_edges: Tensor = self.self_edges  # type: ignore[assignment]
         mask = mask.masked_fill(self_edges, self.self_mask)  # own slot: the residual path
-        out, _ = self.attention(children, parents, mask=mask.to(children.dtype))
+        out, weights = self.attention(
+            children, parents, mask=mask.to(children.dtype), return_weights=gate is not None
+        )
+        if gate is not None and weights is not None:
+            gate = gate.masked_fill(self_edges, 1.0)
+            # hard concrete: scale the messages by g (forward and backward); straight-through
+            # "message": the same scaling, zero in value, a gradient only
+            exact = self.gate_mode == "hard_concrete"
+            delta = gate - 1.0 if exact else gate - gate.detach()
+            out = out + self._scaled_messages(parents, weights, delta, detach=not exact)
         x = x + out.reshape(b, t, k, d)
         x = x + self.mlp(self.norm_mlp(x))
         return x, logits.view(b, t, k, k + 1), edges.view(b, t, k, k + 1)
+
+    def _scaled_messages(
+        self, parents: Tensor, weights: Tensor, delta: Tensor, *, detach: bool
+    ) -> Tensor:
+        """What scaling each edge's message by ``1 + delta`` adds to the attention output:
+        ``W_o sum_j a[i, j] delta[i, j] v_j`` (a = attention weights (B*, heads, K, K + 1),
+        v_j = parent j's value, delta (B*, K, K + 1)). ``detach``: only delta gets a gradient
+        (the straight-through message gradient, where delta is zero in value)."""
+        att = self.attention
+        values = att._heads(att.v_proj(parents))  # (B*, heads, K + 1, head_dim)
+        w_out = att.out_proj.weight
+        if detach:
+            values, weights, w_out = values.detach(), weights.detach(), w_out.detach()
+        msg = torch.einsum("bhqk,bqk,bhkd->bqhd", weights, delta.to(values.dtype), values)
+        return F.linear(msg.flatten(2), w_out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,10 +634,12 @@ class DynamicsOutput:
     pred: Tensor  # (B, T, K, D): predicted slot at t + 1 from everything up to t
     gate_logits: Tensor  # (B, T, L, K, K + 1), float32
     edges: Tensor  # (B, T, L, K, K + 1) bool: the edges this pass used (sampled or thresholded)
+    open_shift: float = 0.0  # see open_probability_shift
 
     @property
     def gate_probs(self) -> Tensor:
-        return torch.sigmoid(self.gate_logits)
+        """(B, T, L, K, K + 1): the probability that each edge is open in a training sample."""
+        return torch.sigmoid(self.gate_logits + self.open_shift)
 
     def local_graphs(self) -> Tensor:
         """(B, T, K, K + 1) bool: the learned local graph of each transition t -> t + 1."""
@@ -594,7 +683,10 @@ class SlotDynamics(nn.Module):
             logits.append(z)
             edges.append(e)
         pred = slots + self.head(self.norm_out(x)).to(slots.dtype)
-        return DynamicsOutput(pred, torch.stack(logits, dim=2), torch.stack(edges, dim=2))
+        shift = open_probability_shift(self.cfg.gate, self.cfg.gate_temperature)
+        return DynamicsOutput(
+            pred, torch.stack(logits, dim=2), torch.stack(edges, dim=2), open_shift=shift
+        )
 
 
 class S2SSM(nn.Module):
@@ -709,18 +801,22 @@ class LambdaSchedule:
     """The dual step on λ, the weight of the path penalty.
 
     With e_k the prediction MSE of dynamics step k (k = 0, 1, ...), the smoothed error is
-    ``ē_k = e_0`` if k = 0 else ``ema x ē_{k-1} + (1 - ema) x e_k``, and the λ used by step k is
+    ``ē_k = e_0`` if k = 0 else ``ema x ē_{k-1} + (1 - ema) x e_k``, the target is
+    ``τ = target``, or ``τ = target_ratio x ē_{W-1}`` (W = warmup_steps) when target_ratio > 0,
+    and the λ used by step k is
 
-        λ_k = 0                                     for k < warmup_steps   (learn to predict first)
-        λ_k = lambda_init                           for k = warmup_steps
-        λ_{k+1} = min(λ_k x growth, lambda_max)     if ē_k < target   (prediction is good enough:
-                                                                       buy more sparsity)
-        λ_{k+1} = max(λ_k x shrink, lambda_min)     otherwise         (too sparse: back off)
+        λ_k = 0                                     for k < W    (learn to predict first)
+        λ_k = lambda_init                           for k = W
+        λ_{k+1} = min(λ_k x growth, lambda_max)     if ē_k < τ   (prediction is good enough:
+                                                                  buy more sparsity)
+        λ_{k+1} = max(λ_k x shrink, lambda_min)     otherwise    (too sparse: back off)
 
     λ = 0 throughout when ``enabled`` is false (the dense baseline). This is a multiplicative
-    (log-space) ascent on the Lagrange multiplier of the constraint "error <= target". The
-    warm-up matters with Adam: its updates ignore the gradient scale, so any λ > 0 on a model
-    that cannot predict yet shuts every gate. All constants are fields of
+    (log-space) ascent on the Lagrange multiplier of the constraint "error <= τ". The warm-up
+    matters with Adam: its updates ignore the gradient scale, so any λ > 0 on a model that
+    cannot predict yet shuts every gate. A relative target (``target_ratio``) reads "do not
+    predict worse than the dense model did at the end of the warm-up", which carries across
+    slot spaces and data sets where an absolute MSE does not. All constants are fields of
     :class:`SparsityConfig`.
     """
 
@@ -728,6 +824,7 @@ class LambdaSchedule:
         self.cfg = cfg
         self.smoothed: float | None = None
         self.steps = 0
+        self.target = cfg.target
         self.value = self._start()
 
     def _start(self) -> float:
@@ -743,20 +840,29 @@ class LambdaSchedule:
             error if self.smoothed is None else cfg.ema * self.smoothed + (1 - cfg.ema) * error
         )
         if cfg.enabled and self.steps >= cfg.warmup_steps:
-            if self.smoothed < cfg.target:
+            if self.smoothed < self.target:
                 self.value = min(self.value * cfg.growth, cfg.lambda_max)
             else:
                 self.value = max(self.value * cfg.shrink, cfg.lambda_min)
         self.steps += 1
         if self.steps == cfg.warmup_steps:
             self.value = self._start()
+            if cfg.target_ratio > 0:
+                self.target = cfg.target_ratio * self.smoothed
         return self.value
 
     def state_dict(self) -> dict[str, float | int | None]:
-        return {"value": self.value, "smoothed": self.smoothed, "steps": self.steps}
+        return {
+            "value": self.value,
+            "smoothed": self.smoothed,
+            "steps": self.steps,
+            "target": self.target,
+        }
 
     def load_state_dict(self, state: dict[str, float | int | None]) -> None:
         self.value = float(state["value"])  # type: ignore[arg-type]
         smoothed = state["smoothed"]
         self.smoothed = None if smoothed is None else float(smoothed)
         self.steps = int(state["steps"])  # type: ignore[arg-type]
+        target = state.get("target")  # absent in checkpoints written before target_ratio
+        self.target = self.cfg.target if target is None else float(target)
