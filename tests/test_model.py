@@ -424,6 +424,25 @@ def test_message_gradient_is_the_derivative_of_gate_scaled_messages() -> None:
     torch.testing.assert_close(grad, want)
 
 
+@pytest.mark.parametrize("gate", ["straight_through", "hard_concrete"])
+def test_without_env_parent_the_environment_has_no_edges_and_no_effect(gate: str) -> None:
+    model = SlotDynamics(small_model_config(env_parent=False, gate=gate), latent_dim=D)
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    slots = torch.randn(2, 6, K, D)
+    for training in (True, False):
+        model.train(training)
+        torch.manual_seed(1)
+        a = model(slots, torch.tensor([0, 0]))
+        torch.manual_seed(1)
+        b = model(slots, torch.tensor([3, 5]))
+        assert not a.edges[..., K].any() and a.edges[..., :K].any()
+        assert (a.gate_probs[..., K] == 0).all()
+        torch.testing.assert_close(a.pred, b.pred, rtol=0, atol=0)
+        loss, _ = dynamics_loss(a, slots, lam=0.1)
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_dynamics_reject_bad_input() -> None:
     model = SlotDynamics(small_model_config(), latent_dim=D)
     with pytest.raises(InvalidInputError, match="slots must be"):

@@ -116,6 +116,9 @@ class ModelConfig:
     gate_init_bias: float = 3.0  # initial gate logit: edges start open (p = sigmoid(3) = 0.95)
     gate_logit_bound: float = 0.0  # > 0: gate logits soft-clipped to +-bound (EdgeGate docs)
     edge_threshold: float = 0.5  # gate probability above which an edge exists at evaluation
+    # false: the environment slot is no parent (no env edges), for a single environment
+    # without intervention tokens, where it is a constant and carries no information
+    env_parent: bool = True
     attend_self: bool = False  # the own slot in the cross-attention too, ungated (model docs)
     backend: str = ""  # kernels: "" (automatic), "reference" or "triton"
 

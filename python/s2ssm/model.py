@@ -75,6 +75,7 @@ __all__ = [
     "fit_env_code",
     "local_graph_from_edges",
     "object_images",
+    "open_probability_shift",
     "path_count_matrix",
     "path_penalty",
     "rollout",
@@ -505,6 +506,11 @@ class SlotSSMBlock(nn.Module):
         self.norm_key = nn.LayerNorm(d)
         self.gate = EdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
         self.attention = s2nn.SlotAttention(d, num_heads=cfg.num_heads, backend=backend)
+        # A constant per child object added to the attention output: the "no parent" message.
+        # Without it an always-open edge from a constant slot (the environment token when one
+        # environment is trained) is worth keeping as a bias source, and the penalty must
+        # fight edges that carry no information.
+        self.message_bias = nn.Parameter(torch.zeros(k, d))
         self.norm_mlp = nn.LayerNorm(d)
         self.mlp = nn.Sequential(
             nn.Linear(d, cfg.mlp_ratio * d), nn.GELU(), nn.Linear(cfg.mlp_ratio * d, d)
@@ -515,6 +521,10 @@ class SlotSSMBlock(nn.Module):
         self.threshold = cfg.edge_threshold
         self.register_buffer("self_edges", torch.eye(k, k + 1, dtype=torch.bool), persistent=False)
         self.self_mask = 0.0 if cfg.attend_self else NEG_MASK
+        self.env_parent = cfg.env_parent
+        env_column = torch.zeros(k, k + 1, dtype=torch.bool)
+        env_column[:, k] = True
+        self.register_buffer("env_column", env_column, persistent=False)
 
     def forward(self, x: Tensor, env: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Returns (new slots, gate logits (B, T, K, K + 1), edges (B, T, K, K + 1) bool);
@@ -528,6 +538,8 @@ class SlotSSMBlock(nn.Module):
         children = self.norm_query(x).reshape(b * t, k, d)
         parents = self.norm_key(torch.cat([x, env.unsqueeze(2)], dim=2)).reshape(b * t, k + 1, d)
         logits = self.gate(children, parents)
+        if not self.env_parent:  # the environment slot is no parent: its edges stay closed
+            logits = logits.masked_fill(self.env_column, float("-inf"))
         mask, edges, gate = sample_edges(
             logits,
             mode=self.gate_mode,
@@ -548,7 +560,7 @@ class SlotSSMBlock(nn.Module):
             exact = self.gate_mode == "hard_concrete"
             delta = gate - 1.0 if exact else gate - gate.detach()
             out = out + self._scaled_messages(parents, weights, delta, detach=not exact)
-        x = x + out.reshape(b, t, k, d)
+        x = x + out.reshape(b, t, k, d) + self.message_bias
         x = x + self.mlp(self.norm_mlp(x))
         return x, logits.view(b, t, k, k + 1), edges.view(b, t, k, k + 1)
 
