@@ -353,7 +353,9 @@ def test_dynamics_are_causal_in_time(kind: str) -> None:
 @pytest.mark.parametrize("attend_self", [False, True])
 @pytest.mark.parametrize("training", [False, True])
 def test_closed_gates_isolate_objects(attend_self: bool, training: bool, gate: str) -> None:
-    cfg = small_model_config(gate_init_bias=-40.0, attend_self=attend_self, gate=gate)
+    cfg = small_model_config(
+        gate_init_bias=-40.0, gate_logit_bound=0.0, attend_self=attend_self, gate=gate
+    )
     model = SlotDynamics(cfg, latent_dim=D).train(training)
     torch.nn.init.normal_(model.head.weight, std=0.1)
     slots = torch.randn(2, 6, K, D)
@@ -389,7 +391,12 @@ def test_a_lone_open_edge_gets_a_gradient_only_through_its_message(
     # child 0 has one open parent (the environment): the softmax over one edge is 1 whatever
     # the additive mask, so the mask gradient cannot tell the edge is useful; the message can
     cfg = small_model_config(
-        gate_init_bias=-40.0, gate=gate, gate_gradient=gradient, gate_temperature=1.0, num_layers=1
+        gate_init_bias=-40.0,
+        gate_logit_bound=0.0,
+        gate=gate,
+        gate_gradient=gradient,
+        gate_temperature=1.0,
+        num_layers=1,
     )
     model = SlotDynamics(cfg, latent_dim=D).train()
     torch.nn.init.normal_(model.head.weight, std=0.1)
@@ -523,7 +530,9 @@ def test_loss_is_mse_plus_lambda_times_paths() -> None:
     loss1, m1 = dynamics_loss(out, slots, 0.25)
     mse = torch.nn.functional.mse_loss(out.pred[:, :-1], slots[:, 1:])
     assert loss0.item() == pytest.approx(mse.item())
-    paths = path_penalty(torch.sigmoid(out.gate_logits[:, :-1]))
+    # the hard concrete's open probability: sigmoid(z + temperature x log(1.1 / 0.1))
+    shift = model.cfg.gate_temperature * math.log(1.1 / 0.1)
+    paths = path_penalty(torch.sigmoid(out.gate_logits[:, :-1] + shift))
     assert loss1.item() == pytest.approx(mse.item() + 0.25 * paths.item(), rel=1e-6)
     assert m1["paths"] == pytest.approx(paths.item())
 

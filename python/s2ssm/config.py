@@ -108,13 +108,11 @@ class ModelConfig:
     num_env_codes: int = 11  # rows of the environment codebook
     use_interventions: bool = False  # feed the simulator's intervention indicators as tokens
     num_interventions: int = 5
-    gate: str = (
-        "straight_through"  # Gumbel-sigmoid edges: "straight_through", "relaxed", "hard_concrete"
-    )
-    gate_gradient: str = "message"  # straight-through backward: "message" or "mask" (model docs)
+    gate: str = "hard_concrete"  # or "straight_through", "relaxed" Gumbel-sigmoid (model docs)
+    gate_gradient: str = "mask"  # straight-through backward: "mask" or "message" (model docs)
     gate_temperature: float = 0.5
     gate_init_bias: float = 3.0  # initial gate logit: edges start open (p = sigmoid(3) = 0.95)
-    gate_logit_bound: float = 0.0  # > 0: gate logits soft-clipped to +-bound (EdgeGate docs)
+    gate_logit_bound: float = 4.0  # > 0: gate logits soft-clipped to +-bound (EdgeGate docs)
     edge_threshold: float = 0.5  # gate probability above which an edge exists at evaluation
     # false: the environment slot is no parent (no env edges), for a single environment
     # without intervention tokens, where it is a constant and carries no information

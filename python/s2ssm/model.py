@@ -24,24 +24,34 @@ Attention" (arXiv 2505.02074). Read top to bottom:
 7. **Loss.** Next-slot MSE + λ x (path count |Ā| minus the self paths), :func:`dynamics_loss`,
    with λ from the dual schedule :class:`LambdaSchedule`. The dense SSM baseline is λ = 0.
 
-Gate choice (documented, as the issue asks): edges are sampled in training with a
-**straight-through Gumbel-sigmoid** (binary concrete): ``y = (z + logistic noise) / temperature``,
-the forward pass uses the hard edge ``y > 0`` (so training sees the same binary graphs as
-evaluation and a closed edge passes exactly nothing), the backward pass uses the gradient of the
-relaxed log-gate ``log sigmoid(y)``, fed to the attention as an additive mask. The attention
-weights become ``softmax(score + log g)``, i.e. proportional to ``g x exp(score)``: a
-multiplicative gate renormalised over the open edges. Closed edges get no gradient from the
-prediction loss in that sample, but the noise keeps re-opening them with probability
-``sigmoid(z)``, which is what lets a useful edge come back. ``gate = "relaxed"`` uses the
-relaxed gate in the forward pass too (smoother, but training then sees fractional edges that
-evaluation cuts). At evaluation an edge exists where ``sigmoid(z) > edge_threshold``. The sparsity
-penalty uses the gate *probabilities* ``sigmoid(z)`` (the expected adjacency) rather than the
-samples: same optimum, far less variance.
+Gate choice (documented, as the issue asks): edges are **hard-concrete** gates (Louizos et al.,
+2018, the stretched and clipped binary concrete) in training: ``y = (z + logistic noise) /
+temperature``, ``g = clip(sigmoid(y) x 1.2 - 0.1, 0, 1)``, an edge is open where ``g > 0``. The
+attention renormalises over the open edges only (a closed edge passes exactly nothing, as at
+evaluation) and multiplies each open edge's message by g, so the gradient of the prediction loss
+reaches a gate through the message its edge carries: exact for the sampled relaxation, and
+non-zero for an edge that is the only one open in its row. At evaluation an edge exists where
+``sigmoid(z) > edge_threshold``. The sparsity penalty uses the probability that a sample is open,
+``sigmoid(z + temperature x log 11)`` (the expected adjacency, an L0 penalty) rather than the
+samples: same optimum, far less variance. ``model.gate_logit_bound`` soft-clips z
+(``bound x tanh(z / bound)``) so that no gate probability reaches 0 or 1.
+
+Why not the straight-through Gumbel-sigmoid (``gate = "straight_through"``, kept as an option):
+with the gate as an additive log-mask inside the softmax (``gate_gradient = "mask"``) the
+attention weights are ``g x exp(score)`` renormalised, and a row whose open edges all shrink
+together does not change, so the loss cannot tell an edge is useful, only which of the open
+edges is more useful; an edge alone in its row gets no gradient at all and the penalty shuts it
+(measured: the learned graph kept the information-free environment edges and lost ball ->
+paddle). The straight-through gradient through the message (``gate_gradient = "message"``) is
+the first-order effect of scaling the message at g = 1, which overstates what closing costs
+(the loss is convex in g) and shut every gate even with λ = 0. ``gate = "relaxed"`` puts the
+relaxed gate inside the softmax in the forward pass too.
 
 An object's own slot is not a parent in the attention: it reaches the object's next slot through
 the residual stream and the temporal layer, always (the ``+ I`` of the path product, so A_i has a
 zero diagonal). The attention reads only the open parents (other objects, the environment), and
-an object with no open parent gets a zero attention output. ``model.attend_self = true`` puts
+an object with no open parent gets only ``message_bias``, a learned constant per object (so that
+no edge is kept open as a source of a constant). ``model.attend_self = true`` puts
 the own slot back into the attention, ungated: the softmax then mixes it with the parents, a
 data-dependent gate through which a model can shut a parent out without closing its edge.
 """
@@ -344,10 +354,10 @@ class EdgeGate(nn.Module):
     """Gate logits z[i, j] = <Wq x_i, Wk y_j> / sqrt(d) + b[i, j] for child object i and parent
     slot j (objects, then the environment): state dependent, so graphs are local.
 
-    ``bound`` > 0 maps the logits through ``bound x tanh(z / bound)``: a gate can then never
-    be so sure that its probability's gradient vanishes, so the sparsity penalty keeps its
-    grip on an edge the prediction no longer needs (without it, gates that saturate while λ is
-    still 0 stay open whatever λ becomes).
+    ``bound`` > 0 maps the logits through ``bound x tanh(z / bound)``, which keeps every gate
+    probability inside [sigmoid(-bound), sigmoid(bound)]: no edge is ever certain, so a closed
+    edge is still sampled open now and then (and can come back) and an open one still closed
+    now and then (so the loss keeps measuring what it is worth).
     """
 
     def __init__(
@@ -539,7 +549,8 @@ class SlotSSMBlock(nn.Module):
         parents = self.norm_key(torch.cat([x, env.unsqueeze(2)], dim=2)).reshape(b * t, k + 1, d)
         logits = self.gate(children, parents)
         if not self.env_parent:  # the environment slot is no parent: its edges stay closed
-            logits = logits.masked_fill(self.env_column, float("-inf"))
+            # a finite logit: sigmoid gives exactly 0, and log sigmoid stays finite (no NaN)
+            logits = logits.masked_fill(self.env_column, -1e4)
         mask, edges, gate = sample_edges(
             logits,
             mode=self.gate_mode,

@@ -281,7 +281,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "lambda_min": 1e-7,
             "lambda_max": 1e-2,
             "target_ratio": 1.0,
-            "warmup_steps": 200,
+            "warmup_steps": 500,
         },
         "optim": {"steps": 1000, "batch_size": 16, "lr": 2e-3, "warmup_steps": 50},
         "eval": {
@@ -309,7 +309,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "vae": {"latent_dim": 32, "pretrain_steps": 3000, "batch_size": 256},
         "model": {"d_model": 128, "num_layers": 3, "num_heads": 1, "d_state": 16},
-        "sparsity": {"target_ratio": 1.0, "warmup_steps": 1000},
+        "sparsity": {"target_ratio": 1.0, "warmup_steps": 10000},
         "optim": {"steps": 20000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 500},
         "eval": {
             "sequences": 256,
