@@ -201,9 +201,11 @@ def test_bounded_gate_logits_stay_inside_the_bound_and_keep_their_order() -> Non
     bounded = EdgeGate(16, K, K + 1, init_bias=30.0, bound=4.0)
     bounded.load_state_dict(free.state_dict())
     children, parents = torch.randn(8, K, 16), torch.randn(8, K + 1, 16)
-    z, zb = free(children, parents), bounded(children, parents)
+    (z, none), (zb, overshoot) = free(children, parents), bounded(children, parents)
+    assert none is None and overshoot is not None
     assert z.max() > 20 and zb.abs().max() < 4.0
     torch.testing.assert_close(zb, 4.0 * torch.tanh(z / 4.0))
+    torch.testing.assert_close(overshoot, (z.abs() - 4.0).clamp(min=0.0))
     with pytest.raises(InvalidInputError, match="gate_logit_bound"):
         Config(model=ModelConfig(gate_logit_bound=-1.0))
 
@@ -535,6 +537,34 @@ def test_loss_is_mse_plus_lambda_times_paths() -> None:
     paths = path_penalty(torch.sigmoid(out.gate_logits[:, :-1] + shift))
     assert loss1.item() == pytest.approx(mse.item() + 0.25 * paths.item(), rel=1e-6)
     assert m1["paths"] == pytest.approx(paths.item())
+
+
+def test_logit_decay_adds_the_squared_overshoot_past_the_bound() -> None:
+    cfg = small_model_config(gate_init_bias=6.0, gate_logit_bound=4.0, gate_logit_decay=0.5)
+    model = SlotDynamics(cfg, latent_dim=D)
+    slots = torch.randn(2, 5, K, D)
+    out = model(slots, torch.tensor([0, 1]))
+    # every block's unbounded logits recomputed from its input, and their overshoot
+    drift = torch.zeros(())
+    x = model.embed(slots) + model.object_id
+    env = model.env_slot(torch.tensor([0, 1]), 2, 5).to(x.dtype)
+    for block in model.blocks:
+        seq = x.transpose(1, 2).reshape(2 * K, 5, -1)
+        seq = seq + block.temporal(block.norm_time(seq))
+        y = seq.view(2, K, 5, -1).transpose(1, 2)
+        children = block.norm_query(y).reshape(10, K, -1)
+        parents = block.norm_key(torch.cat([y, env.unsqueeze(2)], dim=2)).reshape(10, K + 1, -1)
+        q, k = block.gate.query(children), block.gate.key(parents)
+        raw = q @ k.transpose(-1, -2) * block.gate.scale + block.gate.bias
+        drift = drift + (raw.abs() - 4.0).clamp(min=0).pow(2).sum(dim=(-2, -1)).mean()
+        x, *_ = block(x, env)
+    drift = drift.detach()
+    assert drift > 0
+    torch.testing.assert_close(
+        torch.as_tensor(out.logit_decay).detach(), 0.5 * drift, rtol=1e-5, atol=0
+    )
+    loss, metrics = dynamics_loss(out, slots, lam=0.0)
+    assert loss.item() == pytest.approx(metrics["mse"] + 0.5 * drift.item(), rel=1e-5)
 
 
 def reference_lambda(cfg: SparsityConfig, errors: list[float]) -> list[float]:

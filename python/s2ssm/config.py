@@ -113,6 +113,7 @@ class ModelConfig:
     gate_temperature: float = 0.5
     gate_init_bias: float = 3.0  # initial gate logit: edges start open (p = sigmoid(3) = 0.95)
     gate_logit_bound: float = 4.0  # > 0: gate logits soft-clipped to +-bound (EdgeGate docs)
+    gate_logit_decay: float = 1e-3  # weight of the squared overshoot past the bound (loss term)
     edge_threshold: float = 0.5  # gate probability above which an edge exists at evaluation
     # false: the environment slot is no parent (no env edges), for a single environment
     # without intervention tokens, where it is a constant and carries no information
@@ -251,6 +252,10 @@ def validate(config: Config) -> None:
         raise InvalidInputError(
             f"model.d_model ({model.d_model}) must be divisible by model.num_heads "
             f"({model.num_heads})"
+        )
+    if model.gate_logit_decay < 0:
+        raise InvalidInputError(
+            f"model.gate_logit_decay must be >= 0, got {model.gate_logit_decay}"
         )
     if model.gate_logit_bound < 0:
         raise InvalidInputError(

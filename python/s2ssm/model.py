@@ -377,12 +377,15 @@ class EdgeGate(nn.Module):
         self.bias = nn.Parameter(torch.full((num_children, num_parents), float(init_bias)))
         self.scale = 1.0 / math.sqrt(d_model)
 
-    def forward(self, children: Tensor, parents: Tensor) -> Tensor:
-        """(B*, K, d) and (B*, K + 1, d) -> logits (B*, K, K + 1) in float32."""
+    def forward(self, children: Tensor, parents: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(B*, K, d) and (B*, K + 1, d) -> logits (B*, K, K + 1) in float32, and how far the
+        logits before the bound overshoot it, ``max(|z| - bound, 0)`` (None without a bound)."""
         q = self.query(children).float()
         k = self.key(parents).float()
         z = q @ k.transpose(-1, -2) * self.scale + self.bias
-        return self.bound * torch.tanh(z / self.bound) if self.bound > 0 else z
+        if self.bound <= 0:
+            return z, None
+        return self.bound * torch.tanh(z / self.bound), (z.abs() - self.bound).clamp(min=0.0)
 
 
 # Hard concrete (Louizos et al., 2018): the binary concrete sample stretched to (GAMMA, ZETA)
@@ -536,9 +539,11 @@ class SlotSSMBlock(nn.Module):
         env_column[:, k] = True
         self.register_buffer("env_column", env_column, persistent=False)
 
-    def forward(self, x: Tensor, env: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Returns (new slots, gate logits (B, T, K, K + 1), edges (B, T, K, K + 1) bool);
-        the diagonal (self) entries of logits and edges are meaningless and zeroed later."""
+    def forward(self, x: Tensor, env: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Returns (new slots, gate logits (B, T, K, K + 1), edges (B, T, K, K + 1) bool, logit
+        drift); the diagonal (self) entries of logits and edges are meaningless and zeroed
+        later. The drift is the mean over positions of the summed squared overshoot of the
+        unbounded logits past ``gate_logit_bound`` (0 without a bound)."""
         b, t, k, d = x.shape
         # Free evolution: every slot's sequence through the same temporal layer, independently.
         seq = x.transpose(1, 2).reshape(b * k, t, d)
@@ -547,7 +552,7 @@ class SlotSSMBlock(nn.Module):
         # Interactions: at each step, object slots attend to object slots + the environment slot.
         children = self.norm_query(x).reshape(b * t, k, d)
         parents = self.norm_key(torch.cat([x, env.unsqueeze(2)], dim=2)).reshape(b * t, k + 1, d)
-        logits = self.gate(children, parents)
+        logits, overshoot = self.gate(children, parents)
         if not self.env_parent:  # the environment slot is no parent: its edges stay closed
             # a finite logit: sigmoid gives exactly 0, and log sigmoid stays finite (no NaN)
             logits = logits.masked_fill(self.env_column, -1e4)
@@ -573,7 +578,10 @@ class SlotSSMBlock(nn.Module):
             out = out + self._scaled_messages(parents, weights, delta, detach=not exact)
         x = x + out.reshape(b, t, k, d) + self.message_bias
         x = x + self.mlp(self.norm_mlp(x))
-        return x, logits.view(b, t, k, k + 1), edges.view(b, t, k, k + 1)
+        drift = x.new_zeros((), dtype=torch.float32)
+        if overshoot is not None:
+            drift = overshoot.pow(2).sum(dim=(-2, -1)).mean()
+        return x, logits.view(b, t, k, k + 1), edges.view(b, t, k, k + 1), drift
 
     def _scaled_messages(
         self, parents: Tensor, weights: Tensor, delta: Tensor, *, detach: bool
@@ -658,6 +666,9 @@ class DynamicsOutput:
     gate_logits: Tensor  # (B, T, L, K, K + 1), float32
     edges: Tensor  # (B, T, L, K, K + 1) bool: the edges this pass used (sampled or thresholded)
     open_shift: float = 0.0  # see open_probability_shift
+    # gate_logit_decay x the squared overshoot of the gate logits past their bound: keeps the
+    # logits where the bound's tanh still passes a gradient (a loss term, see dynamics_loss)
+    logit_decay: Tensor | float = 0.0
 
     @property
     def gate_probs(self) -> Tensor:
@@ -701,14 +712,20 @@ class SlotDynamics(nn.Module):
         x = self.embed(slots) + self.object_id
         env = self.env_slot(env_ids, b, t, interventions, env_code).to(x.dtype)
         logits, edges = [], []
+        drift = slots.new_zeros((), dtype=torch.float32)
         for block in self.blocks:
-            x, z, e = block(x, env)
+            x, z, e, block_drift = block(x, env)
             logits.append(z)
             edges.append(e)
+            drift = drift + block_drift
         pred = slots + self.head(self.norm_out(x)).to(slots.dtype)
         shift = open_probability_shift(self.cfg.gate, self.cfg.gate_temperature)
         return DynamicsOutput(
-            pred, torch.stack(logits, dim=2), torch.stack(edges, dim=2), open_shift=shift
+            pred,
+            torch.stack(logits, dim=2),
+            torch.stack(edges, dim=2),
+            open_shift=shift,
+            logit_decay=self.cfg.gate_logit_decay * drift,
         )
 
 
@@ -805,10 +822,11 @@ def dynamics_loss(
     out: DynamicsOutput, slots: Tensor, lam: float
 ) -> tuple[Tensor, dict[str, float]]:
     """Next-slot MSE over the transitions 0..T-2 (targets detached) + lam x path penalty of the
-    same positions. Returns (loss, float metrics: mse, paths, loss, edges = mean open gates)."""
+    same positions + the gate logits' decay past their bound (``out.logit_decay``). Returns
+    (loss, float metrics: mse, paths, loss, edges = mean open gates)."""
     mse = F.mse_loss(out.pred[:, :-1].float(), slots[:, 1:].detach().float())
     paths = path_penalty(out.gate_probs[:, :-1])
-    loss = mse + lam * paths if lam > 0 else mse
+    loss = (mse + lam * paths if lam > 0 else mse) + out.logit_decay
     k = out.edges.shape[-2]
     off_diag = ~torch.eye(k, k + 1, dtype=torch.bool, device=out.edges.device)
     density = out.edges[..., off_diag].float().mean()
