@@ -208,6 +208,10 @@ def test_bounded_gate_logits_stay_inside_the_bound_and_keep_their_order() -> Non
     torch.testing.assert_close(overshoot, (z.abs() - 4.0).clamp(min=0.0))
     with pytest.raises(InvalidInputError, match="gate_logit_bound"):
         Config(model=ModelConfig(gate_logit_bound=-1.0))
+    with pytest.raises(InvalidInputError, match="gate_init_bias"):
+        Config(model=ModelConfig(gate_logit_bound=4.0, gate_init_bias=5.0))
+    with pytest.raises(InvalidInputError, match="gate_logit_decay"):
+        Config(model=ModelConfig(gate_logit_decay=-1.0))
 
 
 def test_message_gate_is_binary_forward_and_sigmoid_backward() -> None:
@@ -540,8 +544,11 @@ def test_loss_is_mse_plus_lambda_times_paths() -> None:
 
 
 def test_logit_decay_adds_the_squared_overshoot_past_the_bound() -> None:
-    cfg = small_model_config(gate_init_bias=6.0, gate_logit_bound=4.0, gate_logit_decay=0.5)
+    cfg = small_model_config(gate_logit_bound=4.0, gate_logit_decay=0.5)
     model = SlotDynamics(cfg, latent_dim=D)
+    with torch.no_grad():  # logits drifted past the bound
+        for block in model.blocks:
+            block.gate.bias.fill_(6.0)
     slots = torch.randn(2, 5, K, D)
     out = model(slots, torch.tensor([0, 1]))
     # every block's unbounded logits recomputed from its input, and their overshoot

@@ -302,6 +302,7 @@ def test_tiny_model_overfits_a_tiny_dataset(tmp_path: Path, tiny_data) -> None: 
         "optim.batch_size=6",
         "model.d_model=32",
         "model.gate_init_bias=10.0",
+        "model.gate_logit_bound=0.0",
         "sparsity.enabled=false",
         "run.checkpoint_every=1000",
     )

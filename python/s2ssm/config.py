@@ -261,6 +261,11 @@ def validate(config: Config) -> None:
         raise InvalidInputError(
             f"model.gate_logit_bound must be >= 0 (0: unbounded), got {model.gate_logit_bound}"
         )
+    if 0 < model.gate_logit_bound < abs(model.gate_init_bias):
+        raise InvalidInputError(
+            f"model.gate_init_bias ({model.gate_init_bias}) must lie inside "
+            f"+-model.gate_logit_bound ({model.gate_logit_bound}), or set the bound to 0"
+        )
     if not 0.0 < model.edge_threshold < 1.0:
         raise InvalidInputError(
             f"model.edge_threshold must be in (0, 1), got {model.edge_threshold}"

@@ -21,8 +21,9 @@ Attention" (arXiv 2505.02074). Read top to bottom:
    wherever Ā - I is positive.
 6. **World model.** :class:`SlotDynamics` predicts every object's next slot; :class:`S2SSM` holds
    the VAE and the dynamics.
-7. **Loss.** Next-slot MSE + λ x (path count |Ā| minus the self paths), :func:`dynamics_loss`,
-   with λ from the dual schedule :class:`LambdaSchedule`. The dense SSM baseline is λ = 0.
+7. **Loss.** Next-slot MSE + λ x (path count |Ā| minus the self paths) + a small decay of gate
+   logits past their bound, :func:`dynamics_loss`, with λ from the dual schedule
+   :class:`LambdaSchedule`. The dense SSM baseline is λ = 0.
 
 Gate choice (documented, as the issue asks): edges are **hard-concrete** gates (Louizos et al.,
 2018, the stretched and clipped binary concrete) in training: ``y = (z + logistic noise) /
@@ -34,7 +35,9 @@ non-zero for an edge that is the only one open in its row. At evaluation an edge
 ``sigmoid(z) > edge_threshold``. The sparsity penalty uses the probability that a sample is open,
 ``sigmoid(z + temperature x log 11)`` (the expected adjacency, an L0 penalty) rather than the
 samples: same optimum, far less variance. ``model.gate_logit_bound`` soft-clips z
-(``bound x tanh(z / bound)``) so that no gate probability reaches 0 or 1.
+(``bound x tanh(z / bound)``) so that no gate probability reaches 0 or 1, and
+``model.gate_logit_decay`` keeps z from drifting past the bound, where the penalty's gradient
+would vanish.
 
 Why not the straight-through Gumbel-sigmoid (``gate = "straight_through"``, kept as an option):
 with the gate as an additive log-mask inside the softmax (``gate_gradient = "mask"``) the
@@ -357,7 +360,10 @@ class EdgeGate(nn.Module):
     ``bound`` > 0 maps the logits through ``bound x tanh(z / bound)``, which keeps every gate
     probability inside [sigmoid(-bound), sigmoid(bound)]: no edge is ever certain, so a closed
     edge is still sampled open now and then (and can come back) and an open one still closed
-    now and then (so the loss keeps measuring what it is worth).
+    now and then (so the loss keeps measuring what it is worth). The prediction keeps pushing a
+    useful gate's logit up, past the point where the tanh passes any gradient, and the penalty
+    then cannot reach it; ``model.gate_logit_decay`` adds ``decay x max(|z| - bound, 0)^2`` to
+    the loss (the overshoot is returned beside the logits), which holds z near the bound.
     """
 
     def __init__(
@@ -823,7 +829,7 @@ def dynamics_loss(
 ) -> tuple[Tensor, dict[str, float]]:
     """Next-slot MSE over the transitions 0..T-2 (targets detached) + lam x path penalty of the
     same positions + the gate logits' decay past their bound (``out.logit_decay``). Returns
-    (loss, float metrics: mse, paths, loss, edges = mean open gates)."""
+    (loss, float metrics: mse, paths, loss, edge_density = mean open gates, gate_decay)."""
     mse = F.mse_loss(out.pred[:, :-1].float(), slots[:, 1:].detach().float())
     paths = path_penalty(out.gate_probs[:, :-1])
     loss = (mse + lam * paths if lam > 0 else mse) + out.logit_decay
@@ -835,6 +841,7 @@ def dynamics_loss(
         "paths": float(paths.detach()),
         "loss": float(loss.detach()),
         "edge_density": float(density),
+        "gate_decay": float(torch.as_tensor(out.logit_decay).detach()),
     }
 
 
