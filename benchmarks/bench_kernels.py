@@ -7,7 +7,8 @@ Usage::
     python benchmarks/bench_kernels.py --json out.json  # also write the figures (atomically)
 
 Selective scan at B=64, D=256, N=16, L in {256, 1024, 4096}; masked slot attention at
-B*=65536, d=64, S in {4, 8, 16}, weights returned. Times are medians of
+B*=65536, d=64, S in {4, 8, 16}, once with the weights returned and once as the model calls it
+(a 0 / -inf mask and a message gate that gets its gradient, no weights). Times are medians of
 ``triton.testing.do_bench``; GB/s counts the compulsory HBM traffic (each input read once,
 each output written once), so the fraction of the device's peak bandwidth is a lower bound on
 how close a kernel gets to the memory roofline. Goals (H100): scan forward >= 70% of peak
@@ -18,6 +19,7 @@ PyTorch eager. Without CUDA it prints a message and exits with status 0.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -152,32 +154,39 @@ def run_attention(args: argparse.Namespace, rows: list[dict[str, Any]], gbps: fl
             q, k, v = (torch.randn(bs, h, s, hd, device=args.device, dtype=dtype) for _ in range(3))
             gates = torch.randn(bs, 1, s, s, device=args.device, dtype=dtype)
             mask = gates.masked_fill(torch.rand_like(gates) > 0.7, float("-inf"))
-            for name in ("triton", "reference"):
-                for backward in (False, True):
-                    leaves = [t.clone().requires_grad_(backward) for t in (q, k, v)]
+            edge_gate = torch.rand_like(gates).clamp(0.1, 1.0)
+            for name, gated, backward in itertools.product(
+                ("triton", "reference"), (False, True), (False, True)
+            ):
+                leaves = [t.clone().requires_grad_(backward) for t in (q, k, v)]
+                msg_gate = edge_gate.clone().requires_grad_(backward) if gated else None
 
-                    def step(name=name, leaves=leaves, backward=backward, mask=mask) -> None:
-                        out, w = slot_attention(*leaves, mask, return_weights=True, backend=name)
-                        if backward:
-                            torch.autograd.backward((out, w), (torch.ones_like(out), w))
-
-                    ms = bench(step)
-                    elt = q.element_size()
-                    fwd = (4 * bs * h * s * hd + 2 * bs * h * s * s) * elt  # q k v out, mask w
-                    bwd = (7 * bs * h * s * hd + 2 * bs * h * s * s) * elt  # q k v dout; dq dk dv
-                    rows.append(
-                        record(
-                            "attention",
-                            name,
-                            str(dtype)[6:],
-                            f"B*{bs} H{h} S{s} d{hd}",
-                            "fwd+bwd" if backward else "fwd",
-                            ms,
-                            fwd + (bwd if backward else 0),
-                            gbps,
-                        )
+                def step(name=name, leaves=leaves, backward=backward, msg_gate=msg_gate) -> None:
+                    res = slot_attention(
+                        *leaves, mask, return_weights=msg_gate is None, backend=name, gate=msg_gate
                     )
-            del q, k, v, gates, mask
+                    if backward:
+                        outs = res if isinstance(res, tuple) else (res,)
+                        torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+
+                ms = bench(step)
+                elt = q.element_size()
+                pairs = bs * h * s * s * elt  # one (S_q x S_k) tile per row: mask, weights
+                fwd = 4 * bs * h * s * hd * elt + 2 * pairs  # q k v out; mask and w or gate
+                bwd = 7 * bs * h * s * hd * elt + (3 if gated else 2) * pairs  # + dw or dgate
+                rows.append(
+                    record(
+                        "attention" + (" gated" if gated else ""),
+                        name,
+                        str(dtype)[6:],
+                        f"B*{bs} H{h} S{s} d{hd}",
+                        "fwd+bwd" if backward else "fwd",
+                        ms,
+                        fwd + (bwd if backward else 0),
+                        gbps,
+                    )
+                )
+            del q, k, v, gates, mask, edge_gate
             torch.cuda.empty_cache()
 
 

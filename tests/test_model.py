@@ -418,23 +418,26 @@ def test_a_lone_open_edge_gets_a_gradient_only_through_its_message(
 
 
 def test_message_gradient_is_the_derivative_of_gate_scaled_messages() -> None:
-    # reference: out(g) = W_o (sum_j a_j g_j v_j), the attention weights a held fixed
-    block = SlotDynamics(small_model_config(num_heads=2), latent_dim=D).blocks[0]
-    parents = torch.randn(5, K + 1, 16)
-    weights = torch.softmax(torch.randn(5, 2, K, K + 1), dim=-1)
+    # the straight-through message gate (1 in value on open edges) leaves the output as it is,
+    # and its gradient is that of out(g) = W_o (sum_j a_j g_j v_j) with the weights a held fixed
+    att = SlotDynamics(small_model_config(num_heads=2), latent_dim=D).blocks[0].attention
+    children, parents = torch.randn(5, K, 16), torch.randn(5, K + 1, 16)
     logits = torch.randn(5, K, K + 1, requires_grad=True)
+    edges = torch.rand(5, K, K + 1) > 0.3
+    mask = torch.where(edges, 0.0, NEG_MASK)
+    soft = torch.sigmoid(logits)
+    gate = edges + soft - soft.detach()  # what sample_edges(gradient="message") returns
+    out, _ = att(children, parents, mask=mask, gate=gate)
+    plain, weights = att(children, parents, mask=mask, return_weights=True)
+    torch.testing.assert_close(out, plain)
     cot = torch.randn(5, K, 16)
-    msg = block._scaled_messages(
-        parents, weights, torch.sigmoid(logits) - torch.sigmoid(logits).detach(), detach=True
-    )
-    assert torch.equal(msg, torch.zeros_like(msg))
-    (grad,) = torch.autograd.grad((msg * cot).sum(), logits)
-    att = block.attention
-    values = att._heads(att.v_proj(parents))
-    g = torch.sigmoid(logits)
-    ref = torch.einsum("bhqk,bqk,bhkd->bqhd", weights, g, values).flatten(2) @ att.out_proj.weight.T
+    (grad,) = torch.autograd.grad((out * cot).sum(), logits)
+    values = att._heads(att.v_proj(parents)).detach()
+    msg = torch.einsum("bhqk,bqk,bhkd->bqhd", weights.detach(), torch.sigmoid(logits), values)
+    ref = msg.flatten(2) @ att.out_proj.weight.detach().T
     (want,) = torch.autograd.grad((ref * cot).sum(), logits)
     torch.testing.assert_close(grad, want)
+    assert grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("gate", ["straight_through", "hard_concrete"])

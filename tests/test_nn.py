@@ -114,6 +114,14 @@ def test_slot_attention_shapes_masks_backward(heads: int) -> None:
     (out3.sum() + w3.square().sum()).backward()
     assert gates.grad is not None and gates.grad.abs().sum() > 0
     assert qs.grad is not None and ks.grad is not None
+    # a message gate (B*, S_q, S_k): ones change nothing; it receives a gradient
+    ones, _ = sa(qs, ks, mask=keep, gate=torch.ones(5, 3, 4))
+    torch.testing.assert_close(ones, out)
+    message_gate = torch.rand(5, 3, 4, requires_grad=True)
+    out4, _ = sa(qs, ks, mask=keep, gate=message_gate)
+    out4.sum().backward()
+    assert message_gate.grad is not None and message_gate.grad[keep].abs().sum() > 0
+    assert torch.equal(message_gate.grad[~keep], torch.zeros(int((~keep).sum())))
     with pytest.raises(InvalidInputError, match="keys"):
         sa(qs, torch.randn(5, 4, 8))
     with pytest.raises(InvalidInputError, match="num_heads"):
@@ -129,13 +137,16 @@ def test_slot_attention_triton_backend_matches_reference() -> None:
     qs, ks = torch.randn(3, 3, 6, device=DEVICE), torch.randn(3, 5, 6, device=DEVICE)
     gates = torch.randn(3, 3, 5, device=DEVICE).masked_fill(torch.rand(3, 3, 5) > 0.7, -torch.inf)
     gr, gt = gates.clone().requires_grad_(), gates.clone().requires_grad_()
-    outr, wr = ref(qs, ks, mask=gr, return_weights=True)
-    outt, wt = tri(qs, ks, mask=gt, return_weights=True)
+    message_gate = torch.rand(3, 3, 5, device=DEVICE)
+    mr, mt = message_gate.clone().requires_grad_(), message_gate.clone().requires_grad_()
+    outr, wr = ref(qs, ks, mask=gr, return_weights=True, gate=mr)
+    outt, wt = tri(qs, ks, mask=gt, return_weights=True, gate=mt)
     torch.testing.assert_close(outt, outr, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(wt, wr, rtol=1e-4, atol=1e-5)
     (outr.sum() + wr.square().sum()).backward()
     (outt.sum() + wt.square().sum()).backward()
     torch.testing.assert_close(gt.grad, gr.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(mt.grad, mr.grad, rtol=1e-4, atol=1e-5)
     for pr, pt in zip(ref.parameters(), tri.parameters(), strict=True):
         torch.testing.assert_close(pt.grad, pr.grad, rtol=1e-4, atol=1e-5)
 

@@ -1,7 +1,7 @@
 """Masked slot attention: reference semantics and Triton kernels vs the reference.
 
 Tolerances (documented): Triton vs reference in float32 rtol=1e-4, atol=1e-5 (outputs, weights
-and gradients of q, k, v and of an additive mask); the reference vs
+and gradients of q, k, v, of an additive mask and of a message gate); the reference vs
 ``torch.nn.functional.scaled_dot_product_attention`` 1e-6 in float64; bfloat16 on the GPU is
 compared with the reference on the same bf16 inputs at rtol=atol=2e-2. Without CUDA the Triton
 kernels run under TRITON_INTERPRET=1 on tiny shapes.
@@ -49,13 +49,24 @@ def make_mask(kind: str, shape: tuple[int, ...], *, seed=0, device="cpu", dtype=
     return torch.where(keep, gates, torch.full_like(gates, NEG_INF)).to(device=device, dtype=dtype)
 
 
-def run_with_grads(fn, q, k, v, mask, seed=1, **kw):
-    """(out, weights, grads of q, k, v and a float mask) for a random linear loss of both."""
+def make_gate(shape: tuple[int, ...], *, seed=0, device="cpu", dtype=torch.float32):
+    """Message gates in [0, 1] with exact zeros and ones, as hard-concrete samples have."""
+    g = torch.Generator().manual_seed(seed + 7)
+    return (torch.rand(shape, generator=g) * 1.4 - 0.2).clamp(0, 1).to(device=device, dtype=dtype)
+
+
+def run_with_grads(fn, q, k, v, mask, seed=1, gate=None, **kw):
+    """(out, weights, grads of q, k, v, a float mask and the gate) for a random linear loss of
+    both outputs."""
     leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
     m = mask
     if mask is not None and mask.is_floating_point():
         m = mask.detach().clone().requires_grad_()
         leaves.append(m)
+    if gate is not None:
+        gate = gate.detach().clone().requires_grad_()
+        leaves.append(gate)
+        kw["gate"] = gate
     out, w = fn(*leaves[:3], m, return_weights=True, **kw)
     g = torch.Generator().manual_seed(seed)
     go = torch.randn(out.shape, generator=g).to(out)
@@ -69,7 +80,8 @@ def assert_all_close(got, want, rtol, atol) -> None:
     for name, a, b in zip(("out", "weights"), got[:2], want[:2], strict=True):
         torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m, n=name: f"{n}: {m}")
     assert len(got[2]) == len(want[2])
-    for name, a, b in zip(("dq", "dk", "dv", "dmask"), got[2], want[2], strict=False):
+    names = ("dq", "dk", "dv", "dmask or dgate", "dgate")
+    for name, a, b in zip(names, got[2], want[2], strict=False):
         assert torch.isfinite(a).all(), name
         torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m, n=name: f"{n}: {m}")
 
@@ -118,6 +130,30 @@ def test_reference_gradcheck() -> None:
     assert torch.autograd.gradcheck(f, (q, k, v, add))
 
 
+def test_reference_gate_scales_each_message_after_the_softmax() -> None:
+    q, k, v = make_qkv(3, 2, 4, 5, 6, 7, dtype=torch.float64)
+    keep = make_mask("bool", (3, 2, 4, 5))
+    gate = make_gate((3, 1, 4, 5), dtype=torch.float64)
+    out, w = slot_attention_ref(q, k, v, keep, return_weights=True, gate=gate)
+    plain_out, plain_w = slot_attention_ref(q, k, v, keep, return_weights=True)
+    torch.testing.assert_close(w, plain_w)  # the weights are the softmax's, before the gate
+    want = torch.einsum("bhqk,bhkd->bhqd", plain_w * gate, v)  # sum_j w_ij g_ij v_j
+    torch.testing.assert_close(out, want)
+    ones = slot_attention_ref(q, k, v, keep, gate=torch.ones(5, dtype=torch.float64))
+    torch.testing.assert_close(ones, plain_out)
+
+
+def test_reference_gradcheck_with_gate() -> None:
+    q, k, v = (t.requires_grad_() for t in make_qkv(2, 2, 3, 4, 3, 2, dtype=torch.float64))
+    keep = make_mask("bool", (2, 1, 3, 4))
+    gate = make_gate((2, 2, 3, 4), dtype=torch.float64).requires_grad_()
+
+    def f(q, k, v, g):
+        return slot_attention_ref(q, k, v, keep, return_weights=True, gate=g)
+
+    assert torch.autograd.gradcheck(f, (q, k, v, gate))
+
+
 @pytest.mark.parametrize(
     "shape",
     [(5,), (4, 5), (3, 1, 4, 5), (1, 2, 1, 5), (2, 4, 5)],
@@ -142,6 +178,9 @@ def test_mask_broadcasting(shape: tuple[int, ...]) -> None:
         ({"q": torch.zeros(2, 1, 0, 3)}, InvalidInputError, "q"),
         ({"q": torch.zeros(2, 4, 3)}, InvalidInputError, "q"),
         ({"q": torch.zeros(2, 1, 4, 3, dtype=torch.int32)}, InvalidTypeError, "q"),
+        ({"gate": torch.ones(3, 5)}, InvalidInputError, "gate"),
+        ({"gate": torch.ones(4, 5, dtype=torch.bool)}, InvalidTypeError, "gate"),
+        ({"gate": [[1.0] * 5] * 4}, InvalidTypeError, "gate"),
     ],
 )
 def test_invalid_inputs_raise(change, exc, match) -> None:
@@ -173,28 +212,36 @@ def test_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
 # --------------------------------------------------------------------------- Triton kernels
 
 triton_cases = [
-    # (B*, H, S_q, S_k, d, d_v, mask kind, mask shape: "full" | "rows" | "keys")
-    (1, 1, 1, 1, 1, 1, "none", "full"),
-    (3, 2, 5, 3, 7, 6, "bool", "full"),
-    (2, 1, 6, 6, 16, 16, "additive", "full"),
-    (4, 3, 4, 5, 3, 5, "additive", "rows"),
-    (2, 2, 17, 9, 5, 4, "bool", "keys"),
+    # (B*, H, S_q, S_k, d, d_v, mask kind, mask shape, gate shape): shapes "full" | "rows" |
+    # "keys" | "none"
+    (1, 1, 1, 1, 1, 1, "none", "full", "none"),
+    (3, 2, 5, 3, 7, 6, "bool", "full", "none"),
+    (2, 1, 6, 6, 16, 16, "additive", "full", "none"),
+    (4, 3, 4, 5, 3, 5, "additive", "rows", "none"),
+    (2, 2, 17, 9, 5, 4, "bool", "keys", "none"),
+    (3, 2, 5, 3, 7, 6, "bool", "full", "full"),
+    (2, 1, 6, 6, 16, 16, "additive", "rows", "full"),
+    (4, 3, 4, 5, 3, 5, "none", "full", "rows"),
+    (2, 2, 17, 9, 5, 4, "bool", "keys", "keys"),
 ]
 
 
-def _mask_shape(case) -> tuple[int, ...]:
-    bs, h, sq, sk, *_, where = case
+def _pair_shape(case, where: str) -> tuple[int, ...]:
+    bs, h, sq, sk = case[:4]
     return {"full": (bs, h, sq, sk), "rows": (sq, sk), "keys": (bs, 1, 1, sk)}[where]
 
 
 @pytest.mark.parametrize("case", triton_cases, ids=lambda c: "-".join(map(str, c)))
 def test_triton_matches_reference(case) -> None:
     pytest.importorskip("triton")
-    bs, h, sq, sk, d, dv, kind, _ = case
+    bs, h, sq, sk, d, dv, kind, mask_where, gate_where = case
     q, k, v = make_qkv(bs, h, sq, sk, d, dv, device=DEVICE, seed=sq + sk)
-    mask = make_mask(kind, _mask_shape(case), seed=d, device=DEVICE)
-    got = run_with_grads(slot_attention, q, k, v, mask, backend="triton")
-    want = run_with_grads(slot_attention_ref, q, k, v, mask)
+    mask = make_mask(kind, _pair_shape(case, mask_where), seed=d, device=DEVICE)
+    gate = None
+    if gate_where != "none":
+        gate = make_gate(_pair_shape(case, gate_where), seed=dv, device=DEVICE)
+    got = run_with_grads(slot_attention, q, k, v, mask, gate=gate, backend="triton")
+    want = run_with_grads(slot_attention_ref, q, k, v, mask, gate=gate)
     assert_all_close(got, want, rtol=1e-4, atol=1e-5)
 
 
@@ -207,14 +254,16 @@ def test_triton_matches_reference(case) -> None:
     d=st.integers(1, 9),
     dv=st.integers(1, 9),
     kind=st.sampled_from(["none", "bool", "additive"]),
+    gated=st.booleans(),
     seed=st.integers(0, 1000),
 )
-def test_triton_matches_reference_random(bs, h, sq, sk, d, dv, kind, seed) -> None:
+def test_triton_matches_reference_random(bs, h, sq, sk, d, dv, kind, gated, seed) -> None:
     pytest.importorskip("triton")
     q, k, v = make_qkv(bs, h, sq, sk, d, dv, device=DEVICE, seed=seed)
     mask = make_mask(kind, (bs, h, sq, sk), seed=seed, device=DEVICE)
-    got = run_with_grads(slot_attention, q, k, v, mask, backend="triton")
-    want = run_with_grads(slot_attention_ref, q, k, v, mask)
+    gate = make_gate((bs, 1, sq, sk), seed=seed, device=DEVICE) if gated else None
+    got = run_with_grads(slot_attention, q, k, v, mask, gate=gate, backend="triton")
+    want = run_with_grads(slot_attention_ref, q, k, v, mask, gate=gate)
     assert_all_close(got, want, rtol=1e-4, atol=1e-5)
 
 
@@ -255,11 +304,12 @@ def test_kernels_compile_for_sm90() -> None:
     mod = "s2ssm.triton_kernels._slot_attention_kernels"
     blocks = "BLOCK_SQ=16, BLOCK_SK=16, BLOCK_D=64, BLOCK_DV=64"
     calls = f"""
-compile_sm90("{mod}", "_attn_fwd_kernel", dict(MASK_MODE=1, STORE_W=True, {blocks}), 2,
+compile_sm90("{mod}", "_attn_fwd_kernel", dict(MASK_MODE=1, HAS_GATE=True, STORE_W=True,
+             {blocks}), 2,
              {{"mask_ptr": "*u8", "q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16"}},
              floats=("scale",))
-compile_sm90("{mod}", "_attn_bwd_kernel", dict(MASK_MODE=2, HAS_DW=True, STORE_DS=True,
-             {blocks}), 4, floats=("scale",))
+compile_sm90("{mod}", "_attn_bwd_kernel", dict(MASK_MODE=2, HAS_GATE=True, HAS_DW=True,
+             STORE_DS=True, STORE_DG=True, {blocks}), 4, floats=("scale",))
 """
     names = compile_kernels_offline(calls)
     assert names == ["_attn_fwd_kernel", "_attn_bwd_kernel"]
@@ -275,8 +325,9 @@ def test_gpu_real_sizes(dtype: torch.dtype, slots: int) -> None:
     pytest.importorskip("triton")
     q, k, v = make_qkv(1024, 2, slots, slots, 64, 64, device="cuda", dtype=dtype)
     mask = make_mask("additive", (1024, 1, slots, slots), device="cuda", dtype=dtype)
-    got = run_with_grads(slot_attention, q, k, v, mask, backend="triton")
-    want = run_with_grads(slot_attention_ref, q, k, v, mask)
+    gate = make_gate((1024, 1, slots, slots), device="cuda")
+    got = run_with_grads(slot_attention, q, k, v, mask, gate=gate, backend="triton")
+    want = run_with_grads(slot_attention_ref, q, k, v, mask, gate=gate)
     tol = 1e-4 if dtype == torch.float32 else 2e-2
     assert_all_close(got, want, rtol=tol, atol=tol)
 

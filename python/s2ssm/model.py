@@ -572,37 +572,17 @@ class SlotSSMBlock(nn.Module):
         )
         self_edges: Tensor = self.self_edges  # type: ignore[assignment]
         mask = mask.masked_fill(self_edges, self.self_mask)  # own slot: the residual path
-        out, weights = self.attention(
-            children, parents, mask=mask.to(children.dtype), return_weights=gate is not None
-        )
-        if gate is not None and weights is not None:
-            gate = gate.masked_fill(self_edges, 1.0)
-            # hard concrete: scale the messages by g (forward and backward); straight-through
-            # "message": the same scaling, zero in value, a gradient only
-            exact = self.gate_mode == "hard_concrete"
-            delta = gate - 1.0 if exact else gate - gate.detach()
-            out = out + self._scaled_messages(parents, weights, delta, detach=not exact)
+        if gate is not None:
+            # hard concrete: each open edge's message scaled by g (forward and backward);
+            # straight-through "message": g is 1 in value and passes its gradient only
+            gate = gate.masked_fill(self_edges, 1.0).to(children.dtype)
+        out, _ = self.attention(children, parents, mask=mask.to(children.dtype), gate=gate)
         x = x + out.reshape(b, t, k, d) + self.message_bias
         x = x + self.mlp(self.norm_mlp(x))
         drift = x.new_zeros((), dtype=torch.float32)
         if overshoot is not None:
             drift = overshoot.pow(2).sum(dim=(-2, -1)).mean()
         return x, logits.view(b, t, k, k + 1), edges.view(b, t, k, k + 1), drift
-
-    def _scaled_messages(
-        self, parents: Tensor, weights: Tensor, delta: Tensor, *, detach: bool
-    ) -> Tensor:
-        """What scaling each edge's message by ``1 + delta`` adds to the attention output:
-        ``W_o sum_j a[i, j] delta[i, j] v_j`` (a = attention weights (B*, heads, K, K + 1),
-        v_j = parent j's value, delta (B*, K, K + 1)). ``detach``: only delta gets a gradient
-        (the straight-through message gradient, where delta is zero in value)."""
-        att = self.attention
-        values = att._heads(att.v_proj(parents))  # (B*, heads, K + 1, head_dim)
-        w_out = att.out_proj.weight
-        if detach:
-            values, weights, w_out = values.detach(), weights.detach(), w_out.detach()
-        msg = torch.einsum("bhqk,bqk,bhkd->bqhd", weights, delta.to(values.dtype), values)
-        return F.linear(msg.flatten(2), w_out)
 
 
 # --------------------------------------------------------------------------------------------

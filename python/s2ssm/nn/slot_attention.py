@@ -14,11 +14,13 @@ __all__ = ["SlotAttention"]
 class SlotAttention(nn.Module):
     """Queries from slots attend to key slots; the (masked) weights are returned as a causal graph.
 
-    ``forward(queries (B*, S_q, dim), keys (B*, S_k, kdim), mask=None, return_weights=False)``
-    returns ``(out (B*, S_q, dim), weights (B*, num_heads, S_q, S_k) or None)``. ``mask`` is bool
-    (True = attend) or an additive float mask (0 / -inf / log-gates, gradients flow into it),
-    broadcastable to (B*, S_q, S_k) or (B*, num_heads, S_q, S_k). Fully masked query rows give
-    zero weights and a zero attention output (the output projection's bias still applies).
+    ``forward(queries (B*, S_q, dim), keys (B*, S_k, kdim), mask=None, return_weights=False,
+    gate=None)`` returns ``(out (B*, S_q, dim), weights (B*, num_heads, S_q, S_k) or None)``.
+    ``mask`` is bool (True = attend) or an additive float mask (0 / -inf / log-gates, gradients
+    flow into it), broadcastable to (B*, S_q, S_k) or (B*, num_heads, S_q, S_k); ``gate``, of
+    the same shapes, scales each key's message per query after the softmax (gradients flow
+    into it). Fully masked query rows give zero weights and a zero attention output (the output
+    projection's bias still applies).
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class SlotAttention(nn.Module):
         keys: torch.Tensor,
         mask: torch.Tensor | None = None,
         return_weights: bool = False,
+        gate: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from ``queries`` to ``keys``; see the class docstring."""
         for name, t, width in (("queries", queries, self.dim), ("keys", keys, self.kdim)):
@@ -65,12 +68,16 @@ class SlotAttention(nn.Module):
             raise InvalidInputError(
                 f"keys: batch {keys.shape[0]} does not match queries' {queries.shape[0]}"
             )
-        if mask is not None and isinstance(mask, torch.Tensor) and mask.dim() == 3:
+        if isinstance(mask, torch.Tensor) and mask.dim() == 3:
             mask = mask.unsqueeze(1)  # (B*, S_q, S_k) -> (B*, 1, S_q, S_k)
+        if isinstance(gate, torch.Tensor) and gate.dim() == 3:
+            gate = gate.unsqueeze(1)
         q = self._heads(self.q_proj(queries))
         k = self._heads(self.k_proj(keys))
         v = self._heads(self.v_proj(keys))
-        res = slot_attention(q, k, v, mask, return_weights=return_weights, backend=self.backend)
+        res = slot_attention(
+            q, k, v, mask, return_weights=return_weights, backend=self.backend, gate=gate
+        )
         out, weights = res if isinstance(res, tuple) else (res, None)
         out = self.out_proj(out.transpose(1, 2).flatten(2))
         return out, weights

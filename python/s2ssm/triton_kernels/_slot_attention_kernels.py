@@ -13,6 +13,14 @@ INTERPRETED = triton_interpret()  # what triton.jit saw when this module was imp
 
 
 @triton.jit
+def _load_pairs(ptr, bh, H, sb, sh, sq, sk, oq, ok, valid):
+    """One (query x key) tile of a tensor broadcast to (B*, H, S_q, S_k) by its strides."""
+    b = bh // H
+    h = bh % H
+    return tl.load(ptr + b * sb + h * sh + oq[:, None] * sq + ok[None, :] * sk, mask=valid, other=0)
+
+
+@triton.jit
 def _attn_probs(
     q_ptr, k_ptr, mask_ptr, bh, H, SQ, SK, DQK, scale,
     msb, msh, msq, msk,
@@ -37,10 +45,7 @@ def _attn_probs(
     s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
     attend = (oq < SQ)[:, None] & (ok < SK)[None, :]
     if MASK_MODE != 0:
-        b = bh // H
-        h = bh % H
-        mptr = mask_ptr + b * msb + h * msh + oq[:, None] * msq + ok[None, :] * msk
-        mval = tl.load(mptr, mask=attend, other=0)
+        mval = _load_pairs(mask_ptr, bh, H, msb, msh, msq, msk, oq, ok, attend)
         if MASK_MODE == 1:
             attend = attend & (mval != 0)
         else:
@@ -56,10 +61,11 @@ def _attn_probs(
 
 @triton.jit
 def _attn_fwd_kernel(
-    q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, w_ptr,
+    q_ptr, k_ptr, v_ptr, mask_ptr, gate_ptr, out_ptr, w_ptr,
     H, SQ, SK, DQK, DV, scale,
     msb, msh, msq, msk,
-    MASK_MODE: tl.constexpr, STORE_W: tl.constexpr,
+    gsb, gsh, gsq, gsk,
+    MASK_MODE: tl.constexpr, HAS_GATE: tl.constexpr, STORE_W: tl.constexpr,
     BLOCK_SQ: tl.constexpr, BLOCK_SK: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):  # fmt: skip
@@ -76,7 +82,11 @@ def _attn_fwd_kernel(
         mask=(ok < SK)[:, None] & (odv < DV)[None, :],
         other=0.0,
     ).to(tl.float32)
-    out = tl.dot(w, v, input_precision="ieee")
+    pw = w
+    if HAS_GATE:
+        valid = (oq < SQ)[:, None] & (ok < SK)[None, :]
+        pw = w * _load_pairs(gate_ptr, bh, H, gsb, gsh, gsq, gsk, oq, ok, valid).to(tl.float32)
+    out = tl.dot(pw, v, input_precision="ieee")
     o_mask = (oq < SQ)[:, None] & (odv < DV)[None, :]
     tl.store(
         out_ptr + (bh * SQ + oq[:, None]) * DV + odv[None, :],
@@ -94,11 +104,13 @@ def _attn_fwd_kernel(
 
 @triton.jit
 def _attn_bwd_kernel(
-    q_ptr, k_ptr, v_ptr, mask_ptr, dout_ptr, dw_ptr,
-    dq_ptr, dk_ptr, dv_ptr, ds_ptr,
+    q_ptr, k_ptr, v_ptr, mask_ptr, gate_ptr, dout_ptr, dw_ptr,
+    dq_ptr, dk_ptr, dv_ptr, ds_ptr, dg_ptr,
     H, SQ, SK, DQK, DV, scale,
     msb, msh, msq, msk,
-    MASK_MODE: tl.constexpr, HAS_DW: tl.constexpr, STORE_DS: tl.constexpr,
+    gsb, gsh, gsq, gsk,
+    MASK_MODE: tl.constexpr, HAS_GATE: tl.constexpr, HAS_DW: tl.constexpr,
+    STORE_DS: tl.constexpr, STORE_DG: tl.constexpr,
     BLOCK_SQ: tl.constexpr, BLOCK_SK: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):  # fmt: skip
@@ -122,8 +134,16 @@ def _attn_bwd_kernel(
         other=0.0,
     ).to(tl.float32)
     qk_mask = (oq < SQ)[:, None] & (ok < SK)[None, :]
-    dv = tl.dot(tl.trans(w), dout, input_precision="ieee")
+    # out = (w x g) @ v: d(w x g) = dout @ v^T; dg = w x d(w x g); dw = g x d(w x g)
     dp = tl.dot(dout, tl.trans(v), input_precision="ieee")
+    if HAS_GATE:
+        g = _load_pairs(gate_ptr, bh, H, gsb, gsh, gsq, gsk, oq, ok, qk_mask).to(tl.float32)
+        dv = tl.dot(tl.trans(w * g), dout, input_precision="ieee")
+        if STORE_DG:
+            tl.store(dg_ptr + (bh * SQ + oq[:, None]) * SK + ok[None, :], w * dp, mask=qk_mask)
+        dp = dp * g
+    else:
+        dv = tl.dot(tl.trans(w), dout, input_precision="ieee")
     if HAS_DW:
         dp += tl.load(
             dw_ptr + (bh * SQ + oq[:, None]) * SK + ok[None, :], mask=qk_mask, other=0.0
