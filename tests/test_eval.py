@@ -152,3 +152,27 @@ def test_train_command_resumes(run_dir: Path, tmp_path: Path) -> None:
     assert steps == [0, 1, 2, 3, 4]
     _, info = load_model(out)
     assert info.step == 5
+
+
+@pytest.mark.parametrize("told", [False, True])
+def test_the_floor_knows_the_targets_exactly_when_the_model_does(
+    told: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import s2ssm.evaluate as ev
+    from s2ssm import sim
+    from s2ssm.config import apply_overrides, config_from_dict
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(ev, "slot_noise_floor", lambda *a, **kw: seen.update(kw) or 0.5)
+    cfg = apply_overrides(
+        config_from_dict({}),
+        [f"model.use_interventions={str(told).lower()}", "eval.sequences=3", "eval.seq_len=12"],
+    )
+    assert ev._noise_floor(None, cfg, "neutral", torch.device("cpu")) == 0.5  # type: ignore[arg-type]
+    want = sim.generate(
+        "neutral", 3, 12, seed=cfg.eval.seed, intervention_prob=cfg.eval.intervention_prob
+    ).interventions
+    if told:
+        np.testing.assert_array_equal(seen["targets"], want)  # type: ignore[arg-type]
+    else:
+        assert seen["targets"] is None

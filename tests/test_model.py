@@ -580,7 +580,10 @@ def reference_lambda(cfg: SparsityConfig, errors: list[float]) -> list[float]:
             lam = 0.0
         elif k == cfg.warmup_steps:
             lam = cfg.lambda_init
-            if cfg.target_ratio > 0:
+            if cfg.target_ratio > 0 and cfg.target_window > 0:
+                last = errors[max(0, k - cfg.target_window) : k]
+                target = cfg.target_ratio * sum(last) / len(last)
+            elif cfg.target_ratio > 0:
                 assert smoothed is not None
                 target = cfg.target_ratio * smoothed
         else:
@@ -603,13 +606,15 @@ def reference_lambda(cfg: SparsityConfig, errors: list[float]) -> list[float]:
     warmup=st.integers(0, 10),
     enabled=st.booleans(),
     ratio=st.sampled_from([0.0, 0.8, 1.0, 1.5]),
+    window=st.sampled_from([0, 1, 3, 20]),
 )
 def test_lambda_schedule_follows_its_rule(
-    errors: list[float], ema: float, warmup: int, enabled: bool, ratio: float
+    errors: list[float], ema: float, warmup: int, enabled: bool, ratio: float, window: int
 ) -> None:
     ratio = ratio if warmup > 0 else 0.0
     cfg = SparsityConfig(
         target_ratio=ratio,
+        target_window=window,
         enabled=enabled,
         lambda_init=1e-3,
         lambda_min=1e-4,
@@ -664,3 +669,22 @@ def test_relative_target_is_set_from_the_warm_up_error() -> None:
         Config(sparsity=SparsityConfig(target_ratio=1.0, warmup_steps=0))
     with pytest.raises(InvalidInputError, match="target_ratio"):
         Config(sparsity=SparsityConfig(target_ratio=-1.0))
+
+
+def test_relative_target_from_a_window_of_warm_up_errors_resumes_mid_window() -> None:
+    cfg = SparsityConfig(
+        target_ratio=2.0, target_window=3, warmup_steps=4, lambda_init=1e-3, ema=0.9
+    )
+    errors = [9.0, 0.1, 0.2, 0.6, 0.5]
+    schedule = LambdaSchedule(cfg)
+    schedule.update(errors[0])
+    schedule.update(errors[1])
+    clone = LambdaSchedule(cfg)  # a run resumed inside the window
+    clone.load_state_dict(schedule.state_dict())
+    for e in errors[2:]:
+        schedule.update(e)
+        clone.update(e)
+    # 2 x mean(0.1, 0.2, 0.6): the first error, outside the window, does not count
+    assert schedule.target == pytest.approx(0.6) and clone.target == schedule.target
+    with pytest.raises(InvalidInputError, match="target_window"):
+        Config(sparsity=SparsityConfig(target_window=-1))

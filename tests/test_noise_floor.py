@@ -77,6 +77,22 @@ def test_interventions_raise_the_floor() -> None:
     assert hit > 1.5 * calm
 
 
+def test_known_targets_leave_only_the_intervened_values_random() -> None:
+    states = _states(400)
+    args = {"resolution": RES, "intervention_prob": 0.5, "draws": 32}
+    targets = np.zeros((400, 2, 5), bool)
+    calm = slot_noise_floor(_left_paddle_y, "neutral", states, intervention_prob=0.0, draws=32,
+                            resolution=RES)  # fmt: skip
+    none = slot_noise_floor(_left_paddle_y, "neutral", states, targets=targets, **args)
+    assert none == pytest.approx(calm, rel=1e-6)  # known: no intervention this step
+    targets[:, 1, sim.TARGETS.index("paddle_left_y")] = True
+    # do(p = p +- 1.5 (random sign) + N(0, 0.5^2)): Var = 1.5^2 + 0.25
+    hit = slot_noise_floor(_left_paddle_y, "neutral", states, targets=targets, **args)
+    assert hit == pytest.approx(2.5, rel=0.15)
+    with pytest.raises(InvalidInputError, match="targets"):
+        slot_noise_floor(_left_paddle_y, "neutral", states, targets=targets[:, :1], **args)
+
+
 def test_bad_input() -> None:
     with pytest.raises(InvalidInputError, match="states"):
         slot_noise_floor(

@@ -134,6 +134,9 @@ class SparsityConfig:
     # > 0: tau = target_ratio x the smoothed error at the end of the warm-up (target unused), a
     # target in the units of the model's own error instead of an absolute number
     target_ratio: float = 0.0
+    # > 0: the error that target_ratio multiplies is the mean raw batch error of the last
+    # target_window warm-up steps (a low-variance estimate) instead of the smoothed error
+    target_window: int = 0
     growth: float = 1.02  # lambda *= growth while the (smoothed) error is below tau
     shrink: float = 0.95  # lambda *= shrink while it is at or above tau
     ema: float = 0.9  # smoothing of the error fed to the rule (0 = raw batch error)
@@ -275,6 +278,10 @@ def validate(config: Config) -> None:
             "sparsity.target_ratio must be >= 0, and > 0 needs sparsity.warmup_steps >= 1 (the "
             f"target is set from the warm-up's error), got {sp.target_ratio} and "
             f"{sp.warmup_steps}"
+        )
+    if sp.target_window < 0:
+        raise InvalidInputError(
+            f"sparsity.target_window must be >= 0 (0: the smoothed error), got {sp.target_window}"
         )
     if not (sp.lambda_min <= sp.lambda_init <= sp.lambda_max):
         raise InvalidInputError(

@@ -104,7 +104,7 @@ def _noise_floor(model: S2SSM, config: Config, env: str, device: torch.device) -
         return float("nan")
     from s2ssm import sim
 
-    states = sim.generate(
+    batch = sim.generate(
         env,
         ecfg.sequences,
         ecfg.seq_len,
@@ -112,14 +112,16 @@ def _noise_floor(model: S2SSM, config: Config, env: str, device: torch.device) -
         resolution=config.data.resolution,
         intervention_prob=ecfg.intervention_prob,
         render=False,  # the same states as the evaluation sequences, without drawing them again
-    ).states
+    )
     return slot_noise_floor(
         lambda f, m: model.encode_slots(f.to(device), m.to(device)),
         env,
-        states,
+        batch.states,
         resolution=config.data.resolution,
         intervention_prob=ecfg.intervention_prob,
         draws=ecfg.floor_draws,
+        # a model told the intervention targets is measured against a predictor told them too
+        targets=batch.interventions if config.model.use_interventions else None,
     )
 
 

@@ -831,7 +831,9 @@ class LambdaSchedule:
     With e_k the prediction MSE of dynamics step k (k = 0, 1, ...), the smoothed error is
     ``ē_k = e_0`` if k = 0 else ``ema x ē_{k-1} + (1 - ema) x e_k``, the target is
     ``τ = target``, or ``τ = target_ratio x ē_{W-1}`` (W = warmup_steps) when target_ratio > 0,
-    and the λ used by step k is
+    or, when also ``target_window = n > 0``, ``τ = target_ratio x mean(e_{W-m}, ..., e_{W-1})``
+    with m = min(n, W) (batch errors of several environments scatter by +-20 %, so one smoothed
+    value at step W-1 sets a noisy τ), and the λ used by step k is
 
         λ_k = 0                                     for k < W    (learn to predict first)
         λ_k = lambda_init                           for k = W
@@ -853,6 +855,7 @@ class LambdaSchedule:
         self.smoothed: float | None = None
         self.steps = 0
         self.target = cfg.target
+        self.window_sum = 0.0  # sum of the errors of the warm-up's last target_window steps
         self.value = self._start()
 
     def _start(self) -> float:
@@ -867,6 +870,8 @@ class LambdaSchedule:
         self.smoothed = (
             error if self.smoothed is None else cfg.ema * self.smoothed + (1 - cfg.ema) * error
         )
+        if cfg.warmup_steps - cfg.target_window <= self.steps < cfg.warmup_steps:
+            self.window_sum += error
         if cfg.enabled and self.steps >= cfg.warmup_steps:
             if self.smoothed < self.target:
                 self.value = min(self.value * cfg.growth, cfg.lambda_max)
@@ -875,7 +880,10 @@ class LambdaSchedule:
         self.steps += 1
         if self.steps == cfg.warmup_steps:
             self.value = self._start()
-            if cfg.target_ratio > 0:
+            if cfg.target_ratio > 0 and cfg.target_window > 0:
+                count = min(cfg.target_window, cfg.warmup_steps)
+                self.target = cfg.target_ratio * self.window_sum / count
+            elif cfg.target_ratio > 0:
                 self.target = cfg.target_ratio * self.smoothed
         return self.value
 
@@ -885,6 +893,7 @@ class LambdaSchedule:
             "smoothed": self.smoothed,
             "steps": self.steps,
             "target": self.target,
+            "window_sum": self.window_sum,
         }
 
     def load_state_dict(self, state: dict[str, float | int | None]) -> None:
@@ -894,3 +903,4 @@ class LambdaSchedule:
         self.steps = int(state["steps"])  # type: ignore[arg-type]
         target = state.get("target")  # absent in checkpoints written before target_ratio
         self.target = self.cfg.target if target is None else float(target)
+        self.window_sum = float(state.get("window_sum") or 0.0)  # type: ignore[arg-type]

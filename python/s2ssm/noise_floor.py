@@ -10,7 +10,10 @@ variance of the encoded outcomes: the MSE of the Bayes-optimal predictor E[slot_
 
 A model only sees past frames, not s_t, so its MSE can sit above the floor for lack of
 information too (e.g. the ball's exact direction); it cannot go below it, up to the sampling
-error of the estimate. Read a model's MSE against this floor, not against zero: the floor
+error of the estimate. A model that is told the intervention targets of each transition
+(``model.use_interventions``) knows more than s_t: pass ``targets`` and the re-simulations
+apply the transition's own targets, redrawing only the intervened values and the noise.
+Read a model's MSE against this floor, not against zero: the floor
 depends on the encoder's scale, which is why next-slot MSEs of different papers are not
 comparable across latent spaces.
 """
@@ -39,12 +42,16 @@ def slot_noise_floor(
     intervention_prob: float,
     draws: int = 8,
     batch_size: int = 256,
+    targets: np.ndarray | None = None,
 ) -> float:
     """Mean over transitions and slot entries of Var[encode(frame_{t+1}) | s_t].
 
     ``encode(frames, masks)`` maps uint8 frames (N, 1, H, W, 3) and masks (N, 1, H, W) to
     slots (N, 1, K, D) (e.g. ``S2SSM.encode_slots``); ``states`` (N, T, S) are the simulator's
     states of the sequences (``PongBatch.states``), transitions t -> t + 1 for t < T - 1.
+    ``targets`` (N, T, 5) bool, the sequences' ``PongBatch.interventions``: when given, the
+    transition t -> t + 1 is re-simulated with the targets of step t + 1 (the floor of a
+    predictor that knows them); otherwise the targets are redrawn with ``intervention_prob``.
     """
     from s2ssm.sim import _envs, render
     from s2ssm.sim import reference as ref
@@ -56,6 +63,15 @@ def slot_noise_floor(
         )
     if draws < 2:
         raise InvalidInputError(f"draws must be >= 2, got {draws}")
+    forced = None
+    if targets is not None:
+        targets = np.asarray(targets)
+        if targets.dtype != np.bool_ or targets.shape != (*states.shape[:2], len(ref.TARGETS)):
+            raise InvalidInputError(
+                f"targets must be bool {(*states.shape[:2], len(ref.TARGETS))} like the "
+                f"states, got {targets.dtype} {targets.shape}"
+            )
+        forced = targets[:, 1:].reshape(-1, len(ref.TARGETS))
     _, mechanisms = _envs._env_bits(env)
     flat = states[:, :-1].reshape(-1, states.shape[-1])
     n = flat.shape[0]
@@ -66,7 +82,9 @@ def slot_noise_floor(
     seqs = np.arange(n, dtype=np.uint64)
     outcomes = np.stack(
         [
-            ref.step(start, mechanisms, _FLOOR_SEED + d, seqs, 1, intervention_prob)[0].to_array()
+            ref.step(start, mechanisms, _FLOOR_SEED + d, seqs, 1, intervention_prob, forced=forced)[
+                0
+            ].to_array()
             for d in range(draws)
         ],
         axis=1,
