@@ -285,7 +285,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "sparsity": {
             "lambda_init": 1e-6,
-            "lambda_min": 1e-7,
+            "lambda_min": 1e-6,
             "lambda_max": 1e-2,
             "target_ratio": 0.95,
             "target_window": 100,
