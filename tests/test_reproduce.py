@@ -287,6 +287,22 @@ def test_aggregate_groups_over_seeds() -> None:
     assert math.isnan(mixed[0]["mse_1step_mean"]) and mixed[0]["shd_local_mean"] == 1.0
 
 
+def test_mse_over_floor_is_averaged_per_seed() -> None:
+    # seed 1's slot space is twice seed 0's scale: its MSE and floor are both larger
+    records = [
+        {**_rec("simple", "s2ssm", 0, "neutral", 2e-3, 1.0), "mse_floor": 1e-3},
+        {**_rec("simple", "s2ssm", 1, "neutral", 1.2e-2, 1.0), "mse_floor": 4e-3},
+    ]
+    (row,) = aggregate(records)
+    np.testing.assert_allclose(row["mse_over_floor_mean"], 2.5)  # mean of 2 and 3
+    np.testing.assert_allclose(row["mse_over_floor_std"], np.std([2.0, 3.0], ddof=1))
+    zero_floor = aggregate([{**records[0], "mse_floor": 0.0}])[0]
+    assert math.isnan(zero_floor["mse_over_floor_mean"])
+    assert "| neutral | 7.00e-03 ± 7.07e-03 | 2.50 ± 0.71 | 1.00 ± 0.00 |" in markdown_tables(
+        [row], ["s2ssm"]
+    )
+
+
 def test_format_and_markdown_tables() -> None:
     assert format_mean_std(1.23456, 0.5, 3) == "1.235 ± 0.500"
     assert format_mean_std(1.23456, 0.0, 1) == "1.235"
@@ -300,10 +316,14 @@ def test_format_and_markdown_tables() -> None:
         ]
     )
     text = markdown_tables(rows, ["s2ssm", "dense_ssm"], {"simple": ["neutral", "sine"]})
-    assert "| env | s2ssm MSE | s2ssm SHD | dense_ssm MSE | dense_ssm SHD |" in text
-    assert "| neutral | 2.00e-03 ± 1.41e-03 | 3.00 ± 1.41 | — | — |" in text
-    assert "| sine | — | — | — | — |" in text
-    assert "| gravity_bounce | — | — | 2.00e-03 | 5.00 |" in text
+    assert (
+        "| env | s2ssm MSE | s2ssm MSE / floor | s2ssm SHD | dense_ssm MSE | "
+        "dense_ssm MSE / floor | dense_ssm SHD |"
+    ) in text
+    # no floor in these records: the ratio is n/a, never a made-up number
+    assert "| neutral | 2.00e-03 ± 1.41e-03 | n/a | 3.00 ± 1.41 | — | — | — |" in text
+    assert "| sine | — | — | — | — | — | — |" in text
+    assert "| gravity_bounce | — | — | — | 2.00e-03 | n/a | 5.00 |" in text
     assert "zero-shot" not in text  # no rows, no table
 
 

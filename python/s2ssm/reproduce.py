@@ -132,6 +132,7 @@ METRICS: tuple[str, ...] = (
     "mse_1step",
     "mse_copy",
     "mse_floor",
+    "mse_over_floor",
     "mse_rollout",
     "shd_local",
     "shd_local_dense",
@@ -651,6 +652,17 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var)
 
 
+def _with_floor_ratio(rec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``rec`` plus ``mse_over_floor`` = mse_1step / mse_floor where both are there: each seed
+    has its own VAE, so raw MSEs of different seeds live in different slot scales and only
+    their ratio to the seed's floor averages meaningfully."""
+    if "mse_1step" not in rec or "mse_floor" not in rec:
+        return rec
+    floor = float(rec["mse_floor"])
+    ratio = float(rec["mse_1step"]) / floor if floor > 0 else math.nan
+    return {**rec, "mse_over_floor": ratio}
+
+
 def aggregate(
     records: Iterable[Mapping[str, Any]],
     phases: Sequence[str] = PHASES,
@@ -663,7 +675,9 @@ def aggregate(
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for rec in records:
         if rec.get("kind") in phases:
-            groups.setdefault((rec["kind"], rec["env"], rec["model"]), []).append(rec)
+            groups.setdefault((rec["kind"], rec["env"], rec["model"]), []).append(
+                _with_floor_ratio(rec)
+            )
     order = {p: i for i, p in enumerate(phases)}
     rows = []
     for (phase, env, model), recs in sorted(
@@ -700,7 +714,8 @@ def markdown_tables(
     models: Sequence[str],
     envs_by_phase: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
-    """One markdown table per phase: a row per environment, MSE and SHD columns per model."""
+    """One markdown table per phase: a row per environment, MSE, MSE / floor and SHD columns per
+    model."""
     out = []
     for phase in PHASES:
         phase_rows = [r for r in rows if r["phase"] == phase]
@@ -709,7 +724,9 @@ def markdown_tables(
         envs = list(envs_by_phase.get(phase, ())) if envs_by_phase else []
         envs += sorted({r["env"] for r in phase_rows} - set(envs))
         by_key = {(r["env"], r["model"]): r for r in phase_rows}
-        header = ["env"] + [f"{m} {metric}" for m in models for metric in ("MSE", "SHD")]
+        header = ["env"] + [
+            f"{m} {metric}" for m in models for metric in ("MSE", "MSE / floor", "SHD")
+        ]
         lines = [
             f"### {PHASE_TITLES[phase]}",
             "",
@@ -721,11 +738,13 @@ def markdown_tables(
             for m in models:
                 r = by_key.get((env, m))
                 if r is None:
-                    cells += ["—", "—"]
+                    cells += ["—", "—", "—"]
                 else:
                     mse = (r["mse_1step_mean"], r["mse_1step_std"], r["n"])
+                    ratio = (r["mse_over_floor_mean"], r["mse_over_floor_std"], r["n"])
                     shd = (r["shd_local_mean"], r["shd_local_std"], r["n"])
                     cells.append(format_mean_std(*mse, sci=True))
+                    cells.append(format_mean_std(*ratio, digits=2))
                     cells.append(format_mean_std(*shd, digits=2))
             lines.append("| " + " | ".join(cells) + " |")
         seeds = sorted({s for r in phase_rows for s in r["seeds"]})
@@ -1033,8 +1052,10 @@ def write_results(
             "",
             f"Hardware: {hw.get('cuda_device') or hw['processor']} ({hw['cpu_count']} CPUs), "
             f"torch {hw['torch']}. Wall time of the recorded units: {unit_wall:.0f} s.",
-            f"Complete: {summary['complete']}. MSE: next-slot, VAE slot space. SHD: local "
-            "graphs, mean per transition, env column included, self-loops ignored.",
+            f"Complete: {summary['complete']}. MSE: next-slot, VAE slot space (each seed "
+            "has its own VAE: compare models within a seed, or MSE / floor, the ratio to the "
+            "seed's noise floor, across seeds). SHD: local graphs, mean per transition, env "
+            "column included, self-loops ignored.",
             "",
             markdown_tables(rows, protocol.models, envs),
             occlusion_table(occ_rows, protocol.models),
