@@ -161,7 +161,9 @@ def run_attention(args: argparse.Namespace, rows: list[dict[str, Any]], gbps: fl
                 leaves = [t.clone().requires_grad_(backward) for t in (q, k, v)]
                 msg_gate = edge_gate.clone().requires_grad_(backward) if gated else None
 
-                def step(name=name, leaves=leaves, backward=backward, msg_gate=msg_gate) -> None:
+                def step(
+                    name=name, leaves=leaves, backward=backward, mask=mask, msg_gate=msg_gate
+                ) -> None:
                     res = slot_attention(
                         *leaves, mask, return_weights=msg_gate is None, backend=name, gate=msg_gate
                     )
