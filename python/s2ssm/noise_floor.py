@@ -12,10 +12,9 @@ A model only sees past frames, not s_t, so its MSE can sit above the floor for l
 information too (e.g. the ball's exact direction); it cannot go below it, up to the sampling
 error of the estimate. A model that is told the intervention targets of each transition
 (``model.use_interventions``) knows more than s_t: pass ``targets`` and the re-simulations
-apply the transition's own targets, redrawing only the intervened values and the noise.
-Read a model's MSE against this floor, not against zero: the floor
-depends on the encoder's scale, which is why next-slot MSEs of different papers are not
-comparable across latent spaces.
+apply the transition's own targets, redrawing only the intervened values and the noise. Read
+a model's MSE against this floor, not against zero: the floor depends on the encoder's scale,
+which is why next-slot MSEs of different papers are not comparable across latent spaces.
 """
 
 from __future__ import annotations
@@ -80,15 +79,14 @@ def slot_noise_floor(
     start.score_left = np.rint(start.score_left).astype(np.int64)
     start.score_right = np.rint(start.score_right).astype(np.int64)
     seqs = np.arange(n, dtype=np.uint64)
-    outcomes = np.stack(
-        [
-            ref.step(start, mechanisms, _FLOOR_SEED + d, seqs, 1, intervention_prob, forced=forced)[
-                0
-            ].to_array()
-            for d in range(draws)
-        ],
-        axis=1,
-    )  # (n, draws, S)
+
+    def outcome(draw: int) -> np.ndarray:
+        nxt, _, _ = ref.step(
+            start, mechanisms, _FLOOR_SEED + draw, seqs, 1, intervention_prob, forced=forced
+        )
+        return nxt.to_array()
+
+    outcomes = np.stack([outcome(d) for d in range(draws)], axis=1)  # (n, draws, S)
     total = 0.0
     for i in range(0, n, batch_size):
         frames, masks = render(outcomes[i : i + batch_size], resolution=resolution)
