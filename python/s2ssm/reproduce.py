@@ -324,7 +324,14 @@ PRESETS: dict[str, dict[str, Any]] = {
             "d_state": 16,
             "use_interventions": True,
         },
-        "sparsity": {"target_ratio": 1.0, "target_window": 1000, "warmup_steps": 10000},
+        "sparsity": {
+            "lambda_init": 1e-6,
+            "lambda_min": 1e-6,
+            "lambda_max": 1e-2,
+            "target_ratio": 0.95,
+            "target_window": 1000,
+            "warmup_steps": 10000,
+        },
         "optim": {"steps": 20000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 500},
         "eval": {
             "sequences": 256,
