@@ -159,6 +159,47 @@ def test_chunked_matches_sequential(batch, dim, length, n, groups_b, groups_c, f
     assert_close_all(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("output", ["y", "last"])
+def test_chunked_gradients_of_one_output(output: str) -> None:
+    """Only one output in the loss: the other's gradient arrives as None in the backward."""
+    inputs = make_inputs(2, 3, 11, 4, groups_c=3, dtype=torch.float64, seed=3)
+    grads = []
+    for fn in (selective_scan_chunked, selective_scan_ref):
+        x = leaves(inputs)
+        kw = {"chunk_size": 4} if fn is selective_scan_chunked else {}
+        y, last = fn(**x, delta_softplus=True, return_last_state=True, **kw)
+        loss = y.sin().sum() if output == "y" else last.cos().sum()
+        present = [
+            k for k in NAMES if x[k] is not None and (output == "y" or k not in ("C", "D", "z"))
+        ]
+        grads.append(torch.autograd.grad(loss, [x[k] for k in present]))
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def _saved_bytes(fn, inputs: dict[str, torch.Tensor | None], **kw) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward of one call."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(**leaves(inputs), delta_softplus=True, **kw)
+    return sum(seen.values())
+
+
+def test_chunked_saves_one_state_per_chunk() -> None:
+    """The CPU path keeps the inputs and one (batch, D, N) state per chunk, not one per step:
+    less than a single (batch, D, L, N) tensor, which the literal loop keeps several of."""
+    batch, dim, length, n = 2, 8, 256, 16
+    inputs = make_inputs(batch, dim, length, n, seed=5)
+    per_step_states = batch * dim * length * n * 4
+    assert _saved_bytes(selective_scan_ref, inputs) > per_step_states
+    assert _saved_bytes(selective_scan_chunked, inputs, chunk_size=64) < per_step_states
+
+
 @pytest.mark.parametrize("impl", [selective_scan_ref, selective_scan_chunked])
 @pytest.mark.parametrize("grouped", [False, True])
 def test_reference_gradcheck(impl, grouped: bool) -> None:

@@ -15,8 +15,8 @@ from s2ssm.triton_kernels.selective_scan import (
     selective_state_update,
     selective_state_update_triton,
 )
+from s2ssm.triton_kernels.selective_scan_chunked import selective_scan_chunked
 from s2ssm.triton_kernels.selective_scan_ref import (
-    selective_scan_chunked,
     selective_scan_ref,
     selective_state_update_ref,
 )

@@ -32,11 +32,11 @@ from s2ssm.triton_kernels._dispatch import (
     resolve_backend,
     triton_interpret,
 )
+from s2ssm.triton_kernels.selective_scan_chunked import selective_scan_chunked
 from s2ssm.triton_kernels.selective_scan_ref import (
     _repeat_groups,
     check_scan_inputs,
     check_state_update_inputs,
-    selective_scan_chunked,
     selective_state_update_ref,
 )
 

@@ -6,11 +6,12 @@ Math, per batch ``b``, channel ``d``, state ``n`` and step ``t`` (``dt`` after b
     y[t]    = sum_n h[t, n] * C[n, t] + D[d] * u[t]
     out[t]  = y[t] * silu(z[t])                                               (when z is given)
 
-:func:`selective_scan_ref` is the literal sequential loop; :func:`selective_scan_chunked` computes
-the same recurrence with a parallel (Hillis-Steele) scan inside chunks of the sequence, which is
-much faster on the CPU and is what the ``"reference"`` backend uses. Both are differentiable by
-autograd. Everything is computed in float32 (float64 when any input is float64) and ``y`` is
-returned in ``u``'s dtype; the last state is returned in the compute dtype.
+:func:`selective_scan_ref` is the literal sequential loop, differentiable by autograd: the
+reference every fast path is tested against. The ``"reference"`` backend runs
+:func:`~s2ssm.triton_kernels.selective_scan_chunked.selective_scan_chunked`, the same recurrence
+with a hand-written backward that recomputes states chunk by chunk. Everything is computed in
+float32 (float64 when any input is float64) and ``y`` is returned in ``u``'s dtype; the last
+state is returned in the compute dtype.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ __all__ = [
     "ScanShapes",
     "check_scan_inputs",
     "check_state_update_inputs",
-    "selective_scan_chunked",
     "selective_scan_ref",
     "selective_state_update_ref",
 ]
@@ -217,52 +217,6 @@ def selective_scan_ref(
         h = decay[:, :, t] * h + inp[:, :, t]
         ys.append((h * c[..., t]).sum(-1))
     out = _finish(torch.stack(ys, dim=-1), u, D, z, dtype)
-    return (out, h) if return_last_state else out
-
-
-def _scan_chunk(decay: torch.Tensor, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inclusive scan of ``h -> decay*h + inp`` along dim 2 by recursive doubling.
-
-    Returns ``(P, S)`` with ``h[t] = P[t] * h_before + S[t]``.
-    """
-    a, b = decay, inp
-    k = 1
-    while k < a.shape[2]:
-        b = torch.cat([b[:, :, :k], a[:, :, k:] * b[:, :, :-k] + b[:, :, k:]], dim=2)
-        a = torch.cat([a[:, :, :k], a[:, :, k:] * a[:, :, :-k]], dim=2)
-        k *= 2
-    return a, b
-
-
-def selective_scan_chunked(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-    return_last_state: bool = False,
-    chunk_size: int = 64,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Same result as :func:`selective_scan_ref`, with a parallel scan inside each chunk."""
-    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
-    if not isinstance(chunk_size, int) or chunk_size <= 0:
-        raise InvalidInputError(f"chunk_size: expected a positive int, got {chunk_size!r}")
-    dtype = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
-    decay, inp = _discretize(u, delta, A, B, delta_bias, delta_softplus, dtype)
-    c = _per_channel(C, u.shape[1], dtype)
-    h = u.new_zeros((u.shape[0], u.shape[1], A.shape[1]), dtype=dtype)
-    ys = []
-    for start in range(0, u.shape[2], chunk_size):
-        stop = min(start + chunk_size, u.shape[2])
-        prod, acc = _scan_chunk(decay[:, :, start:stop], inp[:, :, start:stop])
-        hs = prod * h.unsqueeze(2) + acc  # (batch, D, T, N)
-        ys.append(torch.einsum("bdtn,bdnt->bdt", hs, c[..., start:stop]))
-        h = hs[:, :, -1]
-    out = _finish(torch.cat(ys, dim=-1), u, D, z, dtype)
     return (out, h) if return_last_state else out
 
 
