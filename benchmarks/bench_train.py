@@ -14,8 +14,9 @@ warm-up step), the activation memory (bytes of the tensors autograd saves for ba
 part that grows with L, measured the same way on every device) and, on CUDA, the peak allocated
 memory. The last column pair is the local growth exponent d log(y) / d log(L) between
 consecutive lengths: about 1 for linear growth, 2 for quadratic. On the CPU the kernels run the
-PyTorch reference (the Triton kernels need a GPU): its selective scan keeps every step's state
-for backward, so the CPU figures say little about the GPU kernels, which recompute them.
+PyTorch path (the Triton kernels need a GPU): its selective scan, like the Triton one, saves one
+state per chunk and recomputes the others in backward, but it runs the recurrence one time step
+per PyTorch call, so the CPU times measure that loop, not the fused kernel.
 """
 
 from __future__ import annotations
