@@ -255,7 +255,7 @@ def selective_scan(
         return_last_state: also return the final state (batch, D, N) in float32 (float64
             for float64 inputs); gradients flow through it.
         backend: None (auto: Triton for CUDA tensors when triton is importable), "triton" or
-            "reference" (PyTorch chunked parallel scan); ``S2SSM_KERNEL_BACKEND`` sets the
+            "reference" (PyTorch, :func:`selective_scan_chunked`); ``S2SSM_KERNEL_BACKEND`` sets the
             default.
 
     Returns:
