@@ -196,7 +196,7 @@ def test_model_config_variants(tmp_path: Path) -> None:
 def test_plan_units_order_and_count() -> None:
     protocol = Protocol(seeds=(0, 1, 2))
     units = plan_units(protocol)
-    per = 1 + len(SIMPLE_ENVS) + 2 * len(COMPOSITE_ENVS) + 1  # + occlusion on neutral
+    per = 1 + len(SIMPLE_ENVS) + 2 * len(COMPOSITE_ENVS) + 2  # + occlusion on neutral, twice
     assert len(units) == 3 * (1 + 3 * per)  # + the shared VAE of each seed
     assert len({u.id for u in units}) == len(units)
     assert units[:2] == [Unit(0, "vae", "pretrain"), Unit(0, "s2ssm", "train")]
@@ -423,6 +423,39 @@ def test_finetune_dynamics(sparse: bool) -> None:
         )
 
 
+def test_finetune_dynamics_on_other_inputs() -> None:
+    """With ``inputs`` the model reads their slots and is scored against ``data``'s: the same
+    sequences as inputs give the plain fine-tuning, occluded ones another; mismatched sequences
+    are refused."""
+    from s2ssm.occlusion import occlusion_pair
+
+    base = tiny_base()
+    clean, occluded = occlusion_pair("neutral", 3, 6, seed=5, resolution=16)
+
+    def run(inputs: Any) -> list[dict[str, float]]:
+        torch.manual_seed(0)
+        model = S2SSM(base).eval()
+        return finetune_dynamics(
+            model,
+            clean,
+            init_code=trained_code(model, ["neutral"]),
+            steps=2,
+            lr=1e-2,
+            batch_size=2,
+            sparsity=base.sparsity,
+            lambda_state=None,
+            seed=4,
+            inputs=inputs,
+        )
+
+    plain = run(None)
+    assert run(clean) == plain
+    assert run(occluded) != plain
+    other = generate_sequences(("neutral",), 2, 6, seed=5, resolution=16)
+    with pytest.raises(InvalidInputError, match="rendered another way"):
+        run(other)
+
+
 # -- the runner --------------------------------------------------------------------------------
 
 
@@ -445,13 +478,24 @@ def test_run_protocol_end_to_end_then_resumes(
     assert set(occ) == set(MODEL_VARIANTS)
     for r in occ.values():
         assert r["env"] == "neutral" and r["n"] == 1 and math.isfinite(r["mse_visible_mean"])
+    occ_ft = {r["model"]: r for r in results["occlusion_finetune"]}
+    assert set(occ_ft) == set(MODEL_VARIANTS)
+    for model_name, r in occ_ft.items():
+        assert r["phase"] == "occlusion_finetune" and math.isfinite(r["mse_visible_mean"])
+        # a fine-tuned copy: the trained model's own occlusion scores change
+        assert r["mse_visible_mean"] != occ[model_name]["mse_visible_mean"]
+    occ_ft_rec = json.loads(
+        (out / "units" / "occlusion_finetune__s2ssm__seed0__neutral.json").read_text("utf-8")
+    )
+    assert occ_ft_rec["finetune_sequences"] == 1
     for r in rows.values():
         assert r["n"] == 1 and math.isfinite(r["mse_1step_mean"])
         assert 0 <= r["shd_local_mean"] <= 16
     assert results["hardware"]["cpu_count"] >= 1
     table = (out / "results.md").read_text(encoding="utf-8")
     assert "| neutral |" in table and "| gravity_bounce |" in table
-    assert "fine-tuned" in table and "zero-shot" in table and "### Occlusion" in table
+    assert "fine-tuned" in table and "zero-shot" in table and "### Occlusion (" in table
+    assert "### Occlusion after fine-tuning on occluded frames" in table
     assert not (out / "figures").exists()
     train_rec = json.loads((out / "units" / "train__s2ssm__seed0.json").read_text("utf-8"))
     assert train_rec["steps"] == base.optim.steps  # the VAE comes from the shared run

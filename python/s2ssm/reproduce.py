@@ -13,7 +13,9 @@ The protocol (issue #6):
    (the composite environment's codebook row is initialised to that mean, then the dynamics are
    fine-tuned, VAE frozen, on ``finetune_fraction`` = 10% of the per-environment training data).
 3. **Occlusion** (beyond the paper, :mod:`s2ssm.occlusion`): the trained models on
-   ``occlusion_envs`` rendered with the simulator's occluder.
+   ``occlusion_envs`` rendered with the simulator's occluder; with ``occlusion_finetune``, again
+   after fine-tuning a copy (the ``finetune_*`` settings) on occluded frames of the environment,
+   the model reading occluded slots and scored on the clean ones.
 4. Mean ± sample standard deviation (``ddof = 1``) over the seeds; markdown and JSON tables,
    graph heatmaps and rollout strips.
 
@@ -184,6 +186,9 @@ class Protocol:
     finetune_batch_size: int = 32
     zero_shot: bool = True
     occlusion_envs: tuple[str, ...] = ("neutral",)  # trained envs, rendered with the occluder
+    # also fine-tune each model on occluded frames of occlusion_envs (the finetune_* settings;
+    # inputs occluded, targets the clean slots) and score the occlusion again
+    occlusion_finetune: bool = True
     shared_vae: bool = True  # pre-train the object VAE once per seed, shared by every model
     figures: bool = True
 
@@ -417,7 +422,8 @@ def vae_config(base: Config, protocol: Protocol, seed: int, out_dir: Path) -> Co
 @dataclass(frozen=True, order=True)
 class Unit:
     """One recorded piece of work: ``kind`` is ``"pretrain"`` (the shared VAE, model
-    ``"vae"``), ``"train"``, a phase of :data:`PHASES` or ``"occlusion"``."""
+    ``"vae"``), ``"train"``, a phase of :data:`PHASES`, ``"occlusion"`` or
+    ``"occlusion_finetune"``."""
 
     seed: int
     model: str
@@ -433,7 +439,8 @@ class Unit:
 def plan_units(protocol: Protocol) -> list[Unit]:
     """Every unit in execution order: seed by seed (a whole first-seed table comes first), the
     shared VAE (with ``shared_vae``), then model by model: train, evaluate the simple
-    environments, zero-shot and fine-tuning on each composite environment, occlusion."""
+    environments, zero-shot and fine-tuning on each composite environment, occlusion (and with
+    ``occlusion_finetune``, occlusion after fine-tuning on occluded frames)."""
     units: list[Unit] = []
     for seed in protocol.seeds:
         if protocol.shared_vae:
@@ -446,6 +453,10 @@ def plan_units(protocol: Protocol) -> list[Unit]:
                     units.append(Unit(seed, model, "zero_shot", env))
                 units.append(Unit(seed, model, "finetune", env))
             units += [Unit(seed, model, "occlusion", env) for env in protocol.occlusion_envs]
+            if protocol.occlusion_finetune:
+                units += [
+                    Unit(seed, model, "occlusion_finetune", env) for env in protocol.occlusion_envs
+                ]
     return units
 
 
@@ -584,6 +595,7 @@ def finetune_dynamics(
     seed: int,
     weight_decay: float = 0.01,
     grad_clip: float = 1.0,
+    inputs: SequenceSet | None = None,
 ) -> list[dict[str, float]]:
     """Fine-tune the dynamics (VAE frozen) on sequences of one new environment.
 
@@ -592,10 +604,25 @@ def finetune_dynamics(
     continuing from the trained run's schedule (``lambda_state``; λ = 0 for the dense model).
     Batches are drawn as in training (:func:`~s2ssm.experiment_data.batch_indices`). Returns the
     metrics of every step. (Adapter: ``s2ssm.train.train`` starts from fresh weights only.)
+
+    ``inputs``: the same sequences rendered another way (e.g. with the occluder,
+    :func:`s2ssm.occlusion.occlusion_pair`): the model reads their slots and is scored on
+    ``data``'s.
     """
     device = next(model.parameters()).device
+    if inputs is not None and (
+        inputs.frames.shape != data.frames.shape
+        or not np.array_equal(inputs.env_ids, data.env_ids)
+        or not np.array_equal(inputs.interventions, data.interventions)
+    ):
+        raise InvalidInputError(
+            "inputs must be the sequences of data rendered another way: same frame shape, "
+            f"environments and interventions (frames {inputs.frames.shape} vs "
+            f"{data.frames.shape})"
+        )
     set_env_code(model, _single_env(data), init_code)
     slots = encode_all(model, data, device)
+    seen = slots if inputs is None else encode_all(model, inputs, device)
     tensors = data.torch(device)
     for p in model.vae.parameters():
         p.requires_grad_(False)
@@ -614,7 +641,7 @@ def finetune_dynamics(
             batch_indices(len(data), batch_size, seed=seed, step=step, rank=0)
         ).to(device)
         inter = tensors["interventions"][idx] if use_inter else None
-        out = dyn(slots[idx], tensors["env_ids"][idx], inter)
+        out = dyn(seen[idx], tensors["env_ids"][idx], inter)
         loss, metrics = dynamics_loss(out, slots[idx], schedule.value)
         if not torch.isfinite(loss):
             from s2ssm.train import TrainingDivergedError
@@ -756,8 +783,12 @@ def markdown_tables(
     return "\n".join(out)
 
 
-def occlusion_table(rows: Sequence[Mapping[str, Any]], models: Sequence[str]) -> str:
-    """The occlusion rows as markdown (empty string without rows)."""
+def occlusion_table(
+    rows: Sequence[Mapping[str, Any]],
+    models: Sequence[str],
+    title: str = "Occlusion (the ball behind the occluder band; models trained without it)",
+) -> str:
+    """The occlusion rows as markdown under ``### title`` (empty string without rows)."""
     if not rows:
         return ""
     columns = (
@@ -771,7 +802,7 @@ def occlusion_table(rows: Sequence[Mapping[str, Any]], models: Sequence[str]) ->
     )
     head = ["env", "model", *(title for _, title, _ in columns)]
     lines = [
-        "### Occlusion (the ball behind the occluder band; models trained without it)",
+        f"### {title}",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -827,11 +858,69 @@ class _Context:
         return loaded  # type: ignore[no-any-return]
 
 
+def _finetune(
+    ctx: _Context,
+    model: S2SSM,
+    unit: Unit,
+    data: SequenceSet,
+    init_code: torch.Tensor,
+    inputs: SequenceSet | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` (a fresh copy) on ``data`` with the protocol's settings, λ continuing
+    from the trained run's schedule; returns what the unit records about it."""
+    cfg = model.config
+    found = find_checkpoint(ctx.run_dir(unit.model, unit.seed))
+    state = load_trainer_state(found) if found is not None else {}
+    history = finetune_dynamics(
+        model,
+        data,
+        init_code=init_code,
+        steps=ctx.protocol.finetune_steps,
+        lr=ctx.protocol.finetune_lr,
+        batch_size=ctx.protocol.finetune_batch_size,
+        sparsity=cfg.sparsity,
+        lambda_state=state.get("lambda"),
+        seed=unit.seed,
+        weight_decay=cfg.optim.weight_decay,
+        grad_clip=cfg.optim.grad_clip,
+        inputs=inputs,
+    )
+    return {
+        "finetune_sequences": len(data),
+        "finetune_final_mse": history[-1]["mse"] if history else None,
+    }
+
+
+def _finetune_size(ctx: _Context, cfg: Config) -> int:
+    """Fine-tuning sequences: ``finetune_fraction`` of the per-environment training data."""
+    return max(1, round(ctx.protocol.finetune_fraction * cfg.data.train_sequences))
+
+
 def _run_occlusion(ctx: _Context, unit: Unit) -> dict[str, Any]:
+    """``occlusion``: the trained model on occluded frames; ``occlusion_finetune``: the same
+    after fine-tuning a copy on occluded frames of the environment's training distribution
+    (the model reads occluded slots and is scored on the clean ones)."""
     from s2ssm.occlusion import occlusion_metrics, occlusion_pair
 
     t0 = time.perf_counter()
     ev = ctx.base.eval
+    extra: dict[str, Any] = {}
+    if unit.kind == "occlusion_finetune":
+        model = ctx.model(unit.model, unit.seed, fresh=True)
+        cfg = model.config
+        ft_clean, ft_occluded = occlusion_pair(
+            unit.env,
+            _finetune_size(ctx, cfg),
+            cfg.data.seq_len,
+            seed=cfg.data.seed,
+            resolution=cfg.data.resolution,
+            intervention_prob=cfg.data.intervention_prob,
+            num_threads=ctx.base.run.num_threads or None,
+        )
+        own_code = trained_code(model, (unit.env,))  # a trained environment keeps its code
+        extra = _finetune(ctx, model, unit, ft_clean, own_code, inputs=ft_occluded)
+    else:
+        model = ctx.model(unit.model, unit.seed)
     clean, occluded = occlusion_pair(
         unit.env,
         ev.sequences,
@@ -841,10 +930,10 @@ def _run_occlusion(ctx: _Context, unit: Unit) -> dict[str, Any]:
         intervention_prob=ev.intervention_prob,
         num_threads=ctx.base.run.num_threads or None,
     )
-    model = ctx.model(unit.model, unit.seed)
     result = occlusion_metrics(model, clean, occluded, batch_size=ev.batch_size)
     for bucket, value in result.pop("mse_hidden_run").items():
         result[f"mse_hidden_run_{bucket}"] = value
+    result.update(extra)
     result["wall_s"] = round(time.perf_counter() - t0, 3)
     return result
 
@@ -887,35 +976,17 @@ def _run_eval(ctx: _Context, unit: Unit) -> dict[str, Any]:
     else:
         model = ctx.model(unit.model, unit.seed, fresh=True)
         cfg = model.config
-        n_ft = max(1, round(ctx.protocol.finetune_fraction * cfg.data.train_sequences))
         ft_data = generate_sequences(
             (unit.env,),
-            n_ft,
+            _finetune_size(ctx, cfg),
             cfg.data.seq_len,
             seed=cfg.data.seed,
             resolution=cfg.data.resolution,
             intervention_prob=cfg.data.intervention_prob,
             num_threads=ctx.base.run.num_threads or None,
         )
-        found = find_checkpoint(ctx.run_dir(unit.model, unit.seed))
-        state = load_trainer_state(found) if found is not None else {}
-        history = finetune_dynamics(
-            model,
-            ft_data,
-            init_code=trained_code(model, ctx.protocol.simple_envs),
-            steps=ctx.protocol.finetune_steps,
-            lr=ctx.protocol.finetune_lr,
-            batch_size=ctx.protocol.finetune_batch_size,
-            sparsity=cfg.sparsity,
-            lambda_state=state.get("lambda"),
-            seed=unit.seed,
-            weight_decay=cfg.optim.weight_decay,
-            grad_clip=cfg.optim.grad_clip,
-        )
-        extra = {
-            "finetune_sequences": n_ft,
-            "finetune_final_mse": history[-1]["mse"] if history else None,
-        }
+        mean_code = trained_code(model, ctx.protocol.simple_envs)
+        extra = _finetune(ctx, model, unit, ft_data, mean_code)
     result, raw = evaluate_model(model, ctx.base.eval, unit.env, code=code)
     if ctx.protocol.figures and unit.seed == ctx.protocol.seeds[0]:
         _unit_figures(ctx, model, unit, raw)
@@ -995,6 +1066,7 @@ def run_protocol(
                     "pretrain": _run_train,
                     "train": _run_train,
                     "occlusion": _run_occlusion,
+                    "occlusion_finetune": _run_occlusion,
                 }.get(unit.kind, _run_eval)
                 result = run(ctx, unit)
                 record = rundir.record(unit, result)
@@ -1024,6 +1096,7 @@ def write_results(
     records = rundir.records()
     rows = aggregate(records)
     occ_rows = aggregate(records, ("occlusion",), OCCLUSION_METRICS)
+    occ_ft_rows = aggregate(records, ("occlusion_finetune",), OCCLUSION_METRICS)
     unit_wall = math.fsum(float(r.get("wall_s", 0.0)) for r in records)
     hw = hardware()
     summary: dict[str, Any] = {
@@ -1038,6 +1111,7 @@ def write_results(
         "complete": len(records) == len(plan_units(protocol)),
         "summary": rows,
         "occlusion": occ_rows,
+        "occlusion_finetune": occ_ft_rows,
         "records": [
             {k: v for k, v in r.items() if k not in ("learned_global", "true_global")}
             for r in records
@@ -1062,6 +1136,12 @@ def write_results(
             "",
             markdown_tables(rows, protocol.models, envs),
             occlusion_table(occ_rows, protocol.models),
+            occlusion_table(
+                occ_ft_rows,
+                protocol.models,
+                "Occlusion after fine-tuning on occluded frames (finetune_fraction of the "
+                "training data, inputs occluded, targets clean)",
+            ),
         ]
     )
     atomic_write_text(rundir.root / "results.md", text + "\n")
