@@ -800,7 +800,7 @@ def occlusion_table(
         ("shd_hidden", "SHD hidden", False),
         ("graph_change_hidden", "graph change when hidden", False),
     )
-    head = ["env", "model", *(title for _, title, _ in columns)]
+    head = ["env", "model", *(name for _, name, _ in columns)]
     lines = [
         f"### {title}",
         "",

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from s2ssm.errors import InvalidInputError
 from s2ssm.triton_kernels.selective_scan_ref import (
@@ -92,7 +93,8 @@ class _ChunkedScan(torch.autograd.Function):
     """``y[t] = sum_n h[t, n] C[n, t]``, ``h[t] = exp(dt[t] A) h[t-1] + dt[t] u[t] B[:, t]``.
 
     Inputs (one floating dtype): ``dt, u`` (batch, D, L); ``A`` (D, N); ``b, c`` (batch, D|1, N, L).
-    Outputs: ``y`` (batch, D, L) and the last state (batch, D, N).
+    Outputs: ``y`` (batch, D, L) and the last state (batch, D, N). Differentiable once (the
+    backward works in place on its buffers).
     """
 
     @staticmethod
@@ -125,6 +127,7 @@ class _ChunkedScan(torch.autograd.Function):
         return y_t.permute(1, 2, 0).contiguous(), h
 
     @staticmethod
+    @once_differentiable
     def backward(  # type: ignore[override]
         ctx: Any, gy: torch.Tensor | None, g_last: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, ...]:
