@@ -20,13 +20,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from s2ssm.errors import InvalidInputError
 from s2ssm.triton_kernels.selective_scan_ref import (
     _finish,
     _per_channel,
+    _step_sizes,
     check_scan_inputs,
     compute_dtype,
 )
@@ -198,11 +198,7 @@ def selective_scan_chunked(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
         raise InvalidInputError(f"chunk_size: expected a positive int, got {chunk_size!r}")
     dtype = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
-    dt = delta.to(dtype)
-    if delta_bias is not None:
-        dt = dt + delta_bias.to(dtype)[:, None]
-    if delta_softplus:
-        dt = F.softplus(dt)
+    dt = _step_sizes(delta, delta_bias, delta_softplus, dtype)
     dim = u.shape[1]
     b, c = _per_channel(B, dim, dtype), _per_channel(C, dim, dtype)
     y, last = _ChunkedScan.apply(dt, A.to(dtype), b, u.to(dtype), c, chunk_size)

@@ -159,6 +159,21 @@ def _per_channel(t: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
     return _repeat_groups(t, dim // t.shape[1])
 
 
+def _step_sizes(
+    delta: torch.Tensor,
+    delta_bias: torch.Tensor | None,
+    delta_softplus: bool,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """``dt`` (batch, D, L) in ``dtype``: ``delta`` plus its per-channel bias, then softplus."""
+    dt = delta.to(dtype)
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(dtype)[:, None]
+    if delta_softplus:
+        dt = F.softplus(dt)
+    return dt
+
+
 def _discretize(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -169,11 +184,7 @@ def _discretize(
     dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decay ``exp(dt*A)`` and input ``dt*B*u``, both (batch, D, L, N)."""
-    dt = delta.to(dtype)
-    if delta_bias is not None:
-        dt = dt + delta_bias.to(dtype)[:, None]
-    if delta_softplus:
-        dt = F.softplus(dt)
+    dt = _step_sizes(delta, delta_bias, delta_softplus, dtype)
     decay = torch.exp(dt.unsqueeze(-1) * A.to(dtype)[:, None, :])
     b = _per_channel(B, u.shape[1], dtype).transpose(-1, -2)  # (batch, D|1, L, N)
     inp = (dt * u.to(dtype)).unsqueeze(-1) * b
