@@ -7,6 +7,7 @@ import hashlib
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -445,14 +446,52 @@ def test_bad_out_arrays() -> None:
         sim.generate(0, 2, 3, seed=0, out=missing)
 
 
-def test_ctrl_c_interrupts_a_long_call() -> None:
-    timer = threading.Timer(0.02, _thread.interrupt_main)
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            sim.generate(0, 1000, 1000, seed=0, render=False)
-    finally:
-        timer.cancel()
+def _interrupt_main_once_inside(code: Any, stop: threading.Event) -> threading.Thread:
+    """A thread that calls ``_thread.interrupt_main`` as soon as the main thread's innermost
+    Python frame runs ``code`` (a wrapper whose Rust call releases the GIL), unless ``stop``
+    is set first (or a minute passes)."""
+    main = threading.main_thread().ident
+    deadline = time.monotonic() + 60
+
+    def watch() -> None:
+        while not stop.is_set() and time.monotonic() < deadline:
+            frame = sys._current_frames().get(main)
+            if frame is not None and frame.f_code is code:
+                _thread.interrupt_main()
+                return
+            stop.wait(1e-4)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_ctrl_c_stops_a_long_call_between_chunks() -> None:
+    # Ctrl-C must stop the Rust work, not only surface once it is done. No timer races the
+    # call: the interrupt is sent once the main thread is inside it, and the call must stop
+    # after some chunks (65 sequences of 1000 steps each) with the later sequences never
+    # written. An attempt whose interrupt lands just before the Rust call (nothing written)
+    # or after it (everything written) is retried; without the check between chunks every
+    # attempt would write everything.
+    n, steps = 1000, 1000
+    out = sim.generate(0, n, steps, seed=0, render=False)  # buffers of the right shapes
+    written = []
+    for _ in range(5):
+        out.env_ids.fill(-1)
+        stop = threading.Event()
+        watcher = _interrupt_main_once_inside(sim.generate.__code__, stop)
+        try:
+            try:
+                sim.generate(0, n, steps, seed=0, render=False, out=out)
+            finally:
+                stop.set()
+                watcher.join()
+        except KeyboardInterrupt:
+            pass
+        written.append(int((out.env_ids == 0).sum()))
+        if 0 < written[-1] < n:
+            return
+    pytest.fail(f"Ctrl-C did not stop the call between chunks; sequences written: {written}")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
