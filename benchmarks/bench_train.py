@@ -6,7 +6,7 @@ Usage::
     python benchmarks/bench_train.py --lengths 32,64,128 --repeats 2
     python benchmarks/bench_train.py --json out.json --plot scaling.png
 
-One training step of the slot dynamics (:class:`s2ssm.model.SlotDynamics`; the object VAE is
+One training step of the slot dynamics (:class:`s2ssm.models.SlotDynamics`; the object VAE is
 frozen in training and costs the same for both models, so it is left out): forward, next-slot
 loss + path penalty, backward, AdamW step, on random slots ``(batch, L, K, D)``. Reported per
 sequence length L and model: the median step time over ``--repeats`` timed steps (after one
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from s2ssm.config import ModelConfig, SparsityConfig
-from s2ssm.model import SlotDynamics, dynamics_loss
+from s2ssm.models import SlotDynamics, dynamics_loss
 
 KINDS = ("ssm", "transformer")
 LATENT = 16

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from s2ssm.checkpoint import load_model
+from s2ssm.cli.world_model import add_parser
 from s2ssm.errors import InvalidInputError
-from s2ssm.evaluate import evaluate, evaluate_env, format_markdown, learned_local_graphs
-from s2ssm.experiment_cli import add_parsers
-from s2ssm.model import local_graph_from_edges
+from s2ssm.evaluation.metrics import evaluate, evaluate_env, format_markdown, learned_local_graphs
+from s2ssm.models import local_graph_from_edges
+from s2ssm.training.checkpoint import load_model
 
 TINY_TOML = """
 [run]
@@ -51,7 +51,7 @@ fit_code_steps = 2
 
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="s2ssm")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
+    add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return int(args.run(args))
 
@@ -158,7 +158,7 @@ def test_train_command_resumes(run_dir: Path, tmp_path: Path) -> None:
 def test_the_floor_knows_the_targets_exactly_when_the_model_does(
     told: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import s2ssm.evaluate as ev
+    import s2ssm.evaluation.metrics as ev
     from s2ssm import sim
     from s2ssm.config import apply_overrides, config_from_dict
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from s2ssm import graph
 from s2ssm.config import Config, ModelConfig, SparsityConfig, VAEConfig, apply_overrides
 from s2ssm.errors import InvalidInputError, InvalidTypeError
-from s2ssm.model import (
+from s2ssm.models import (
     NEG_MASK,
     S2SSM,
     EdgeGate,
@@ -90,7 +90,7 @@ def test_background_subtracted_images_compose_back_to_the_frame() -> None:
 
 def test_image_moments_move_continuously_with_the_object() -> None:
     from s2ssm import sim
-    from s2ssm.model import image_moments
+    from s2ssm.models import image_moments
 
     states = np.zeros((801, len(sim.STATE_NAMES)))
     states[:, 0] = np.linspace(4.0, 12.0, 801)  # the left paddle, in steps of 0.01

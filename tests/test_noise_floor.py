@@ -1,4 +1,4 @@
-"""The noise floor of a slot space (s2ssm.noise_floor)."""
+"""The noise floor of a slot space (s2ssm.evaluation.noise_floor)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from s2ssm import sim
 from s2ssm.errors import InvalidInputError
-from s2ssm.noise_floor import slot_noise_floor
+from s2ssm.evaluation.noise_floor import slot_noise_floor
 
 RES = 32
 

@@ -1,5 +1,5 @@
-"""s2ssm.occlusion: paired renderings, hidden-object detection and the occlusion metrics against
-plain loops."""
+"""s2ssm.evaluation.occlusion: paired renderings, hidden-object detection and the occlusion
+metrics against plain loops."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from hypothesis.extra import numpy as hnp
 from s2ssm import sim
 from s2ssm.config import config_from_dict
 from s2ssm.errors import InvalidInputError
-from s2ssm.model import S2SSM
-from s2ssm.occlusion import (
+from s2ssm.evaluation.occlusion import (
     hidden_objects,
     hidden_run_lengths,
     occlusion_markdown,
@@ -26,6 +25,7 @@ from s2ssm.occlusion import (
     occlusion_pair,
     run_occlusion,
 )
+from s2ssm.models import S2SSM
 
 TINY: dict[str, Any] = {
     "run": {"num_threads": 1, "progress": False, "checkpoint_every": 5},
@@ -137,7 +137,7 @@ def test_occlusion_metrics_match_plain_computations(pair: tuple) -> None:
 
 
 def test_run_occlusion_on_checkpoints(tmp_path: Path) -> None:
-    from s2ssm.train import train
+    from s2ssm.training.trainer import train
 
     cfg = config_from_dict({**TINY, "run": {**TINY["run"], "out_dir": str(tmp_path / "run")}})
     train(cfg)

@@ -1,4 +1,4 @@
-"""s2ssm.reproduce: protocol settings, aggregation math, tables, the resumable runner, the CLI."""
+"""s2ssm.experiments: protocol settings, aggregation math, tables, the resumable runner, the CLI."""
 
 from __future__ import annotations
 
@@ -16,30 +16,29 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s2ssm import reproduce, sim
+from s2ssm import sim
 from s2ssm.config import Config, config_from_dict
 from s2ssm.errors import InvalidInputError, InvalidTypeError
-from s2ssm.experiment_data import generate_sequences
-from s2ssm.model import S2SSM
-from s2ssm.reproduce import (
+from s2ssm.experiments import phases
+from s2ssm.experiments.finetune import finetune_dynamics, set_env_code, trained_code
+from s2ssm.experiments.phases import evaluate_model, run_protocol
+from s2ssm.experiments.protocol import (
     COMPOSITE_ENVS,
     MODEL_VARIANTS,
+    PRESETS,
     SIMPLE_ENVS,
     Protocol,
-    RunDirectory,
     Unit,
-    aggregate,
-    evaluate_model,
-    finetune_dynamics,
-    format_mean_std,
-    markdown_tables,
-    mean_std,
+    load_protocol,
     model_config,
     plan_units,
-    run_protocol,
-    set_env_code,
-    trained_code,
+    preset,
+    vae_config,
 )
+from s2ssm.experiments.report import aggregate, format_mean_std, markdown_tables, mean_std
+from s2ssm.experiments.rundir import RunDirectory
+from s2ssm.models import S2SSM
+from s2ssm.training.data import generate_sequences
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -131,32 +130,32 @@ def test_protocol_file_parsing(tmp_path: Path) -> None:
         "[optim]\nsteps = 7\n",
         encoding="utf-8",
     )
-    protocol, base = reproduce.load_protocol(path, ["optim.lr=0.01"])
+    protocol, base = load_protocol(path, ["optim.lr=0.01"])
     assert protocol.seeds == (3, 4) and protocol.models == ("s2ssm",)
     assert protocol.finetune_fraction == 0.2
     assert base.optim.steps == 7 and base.optim.lr == 0.01
     path.write_text("[protocol]\nsteps = 3\n", encoding="utf-8")
     with pytest.raises(InvalidInputError, match=r"unknown config key\(s\) protocol.steps"):
-        reproduce.load_protocol(path)
+        load_protocol(path)
     path.write_text('[protocol]\nseeds = "0"\n', encoding="utf-8")
     with pytest.raises(InvalidTypeError, match="must be a list"):
-        reproduce.load_protocol(path)
+        load_protocol(path)
     path.write_text("[protocol]\nzero_shot = 1\n", encoding="utf-8")
     with pytest.raises(InvalidTypeError, match="true or false"):
-        reproduce.load_protocol(path)
+        load_protocol(path)
     with pytest.raises(InvalidInputError, match="does not exist"):
-        reproduce.load_protocol(tmp_path / "missing.toml")
+        load_protocol(tmp_path / "missing.toml")
     with pytest.raises(InvalidInputError, match="preset"):
-        reproduce.preset("huge")
+        preset("huge")
 
 
 @pytest.mark.parametrize("name", ["quick", "paper"])
 def test_presets_equal_the_config_files(name: str) -> None:
     with (ROOT / "configs" / f"reproduce_{name}.toml").open("rb") as handle:
         from_file = tomllib.load(handle)
-    assert from_file == reproduce.PRESETS[name]
-    protocol, base = reproduce.preset(name)
-    assert reproduce.load_protocol(ROOT / "configs" / f"reproduce_{name}.toml") == (
+    assert from_file == PRESETS[name]
+    protocol, base = preset(name)
+    assert load_protocol(ROOT / "configs" / f"reproduce_{name}.toml") == (
         protocol,
         base,
     )
@@ -188,7 +187,7 @@ def test_model_config_variants(tmp_path: Path) -> None:
     shared = model_config(base, tiny_protocol(), "s2ssm", 2, tmp_path)
     assert shared.vae.init_from == str(tmp_path / "runs" / "vae" / "seed2")
     assert shared.vae.pretrain_steps == 0
-    vae = reproduce.vae_config(base, tiny_protocol(), 2, tmp_path)
+    vae = vae_config(base, tiny_protocol(), 2, tmp_path)
     assert vae.run.out_dir == shared.vae.init_from and vae.run.seed == 2
     assert vae.optim.steps == 0 and vae.vae == base.vae
 
@@ -427,7 +426,7 @@ def test_finetune_dynamics_on_other_inputs() -> None:
     """With ``inputs`` the model reads their slots and is scored against ``data``'s: the same
     sequences as inputs give the plain fine-tuning, occluded ones another; mismatched sequences
     are refused."""
-    from s2ssm.occlusion import occlusion_pair
+    from s2ssm.evaluation.occlusion import occlusion_pair
 
     base = tiny_base()
     clean, occluded = occlusion_pair("neutral", 3, 6, seed=5, resolution=16)
@@ -502,7 +501,7 @@ def test_run_protocol_end_to_end_then_resumes(
     vae_rec = json.loads((out / "units" / "pretrain__vae__seed0.json").read_text("utf-8"))
     assert vae_rec["steps"] == base.vae.pretrain_steps and "vae_recon" in vae_rec["final"]
     # every model of the seed encodes with the very same VAE
-    from s2ssm.checkpoint import read_checkpoint
+    from s2ssm.training.checkpoint import read_checkpoint
 
     vae_weights = read_checkpoint(out / "runs" / "vae" / "seed0")[1]
     for model in MODEL_VARIANTS:
@@ -519,8 +518,8 @@ def test_run_protocol_end_to_end_then_resumes(
     def boom(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a finished unit ran again")
 
-    monkeypatch.setattr("s2ssm.train.train", boom)
-    monkeypatch.setattr(reproduce, "evaluate_model", boom)
+    monkeypatch.setattr("s2ssm.training.trainer.train", boom)
+    monkeypatch.setattr(phases, "evaluate_model", boom)
     again = run_protocol(protocol, base, out, progress=False)
     assert again["ran"] == [] and again["skipped"] == [u.id for u in units]
     assert again["summary"] == results["summary"]
@@ -561,7 +560,7 @@ def test_interrupted_run_continues_where_it_stopped(
     protocol = tiny_protocol(models=("s2ssm",))
     base = tiny_base()
     out = tmp_path / "out"
-    real = reproduce.evaluate_model
+    real = phases.evaluate_model
     calls = []
 
     def interrupt_third(*args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -570,14 +569,14 @@ def test_interrupted_run_continues_where_it_stopped(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(reproduce, "evaluate_model", interrupt_third)
+    monkeypatch.setattr(phases, "evaluate_model", interrupt_third)
     with pytest.raises(KeyboardInterrupt):
         run_protocol(protocol, base, out, progress=False)
     units = plan_units(protocol)
     done = [u.id for u in units if RunDirectory(out).done(u) is not None]
     assert done == [u.id for u in units[:4]]  # VAE, train + 2 simple evaluations
     before = {i: (out / "units" / f"{i}.json").read_bytes() for i in done}
-    monkeypatch.setattr(reproduce, "evaluate_model", real)
+    monkeypatch.setattr(phases, "evaluate_model", real)
     summary = run_protocol(protocol, base, out, progress=False)
     assert summary["skipped"] == done
     assert summary["ran"] == [u.id for u in units[4:]]
@@ -587,7 +586,7 @@ def test_interrupted_run_continues_where_it_stopped(
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
-    from s2ssm.train import train
+    from s2ssm.training.trainer import train
 
     protocol = tiny_protocol(models=("transformer",), composite_envs=(), shared_vae=False)
     base = tiny_base()
@@ -606,7 +605,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path: Path) -> Non
 
 
 def _parser() -> argparse.ArgumentParser:
-    from s2ssm import reproduce_cli
+    from s2ssm.cli import reproduce as reproduce_cli
 
     parser = argparse.ArgumentParser(prog="s2ssm")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from s2ssm import sim
+from s2ssm.cli.generate import main
 from s2ssm.sim import io as sim_io
-from s2ssm.sim.cli import main
 
 
 def run_cli(*args: str) -> int:
@@ -206,7 +206,7 @@ def test_torch_datasets(tmp_path: Path) -> None:
 def test_add_parser_registers_generate(tmp_path: Path) -> None:
     import argparse
 
-    from s2ssm.sim.cli import add_parser
+    from s2ssm.cli.generate import add_parser
 
     parser = argparse.ArgumentParser(prog="s2ssm")
     add_parser(parser.add_subparsers(dest="command", required=True))

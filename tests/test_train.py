@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-import s2ssm.train as train_module
-from s2ssm.checkpoint import (
+import s2ssm.training.trainer as train_module
+from s2ssm.config import Config, load_config
+from s2ssm.errors import InvalidInputError
+from s2ssm.training.checkpoint import (
     find_checkpoint,
     load_model,
     load_trainer_state,
     read_checkpoint,
     save_checkpoint,
 )
-from s2ssm.config import Config, load_config
-from s2ssm.errors import InvalidInputError
-from s2ssm.experiment_data import batch_indices, generate_sequences, load_dataset, shard_range
-from s2ssm.train import TrainingDivergedError, train
+from s2ssm.training.data import batch_indices, generate_sequences, load_dataset, shard_range
+from s2ssm.training.trainer import TrainingDivergedError, train
 
 TINY = [
     "run.device='cpu'",
@@ -155,7 +155,7 @@ def test_training_reads_generated_shards(tmp_path: Path) -> None:
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
-    from s2ssm.model import S2SSM
+    from s2ssm.models import S2SSM
 
     cfg = tiny_config(tmp_path)
     model = S2SSM(cfg)

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from s2ssm.checkpoint import load_model
+from s2ssm.training.checkpoint import load_model
 
 SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     import torch
     from s2ssm.config import load_config
-    from s2ssm.train import train
+    from s2ssm.training.trainer import train
 
     out, resume, overrides = sys.argv[1], sys.argv[2] == "resume", sys.argv[3:]
     torch.set_num_threads(1)

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point (``python -m s2ssm.sim.cli``), behaves as ``s2ssm generate``."""
+    """Standalone entry point (``python -m s2ssm.cli.generate``), behaves as ``s2ssm generate``."""
     parser = argparse.ArgumentParser(prog="s2ssm generate", description=__doc__)
     configure(parser)
     args = parser.parse_args(argv)

@@ -1,16 +1,20 @@
-"""``s2ssm reproduce``: the experiments of arXiv 2505.02074 end to end (see :mod:`s2ssm.reproduce`).
-
-Wire it into ``s2ssm/cli.py`` with ``reproduce_cli.add_parser(subparsers)``.
-"""
+"""``s2ssm reproduce``: the experiments of arXiv 2505.02074 end to end (the protocol is
+:mod:`s2ssm.experiments`); picks the setting (a preset or a protocol file), runs it, prints
+the tables."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run"]
+from s2ssm.errors import InvalidInputError
+
+__all__ = ["add_parser", "reproduce_main", "run"]
 
 
 def _positive_int(text: str) -> int:
@@ -77,10 +81,6 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the reproduction; prints the markdown table and where the results are."""
-    from pathlib import Path
-
-    from s2ssm.reproduce import reproduce_main
-
     summary = reproduce_main(
         quick=args.quick,
         out=args.out,
@@ -103,3 +103,30 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def reproduce_main(
+    *,
+    quick: bool,
+    out: str | Path | None,
+    seeds: int | None,
+    device: str | None,
+    config: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """What ``s2ssm reproduce`` does: pick the setting (``config`` file, else the ``quick`` or
+    ``paper`` preset), apply ``seeds`` (a count: seeds 0..n-1) and ``device``, run."""
+    from s2ssm.experiments import load_protocol, preset, run_protocol
+
+    extra = list(overrides) + ([f'run.device="{device}"'] if device else [])
+    if config is not None:
+        protocol, base = load_protocol(config, extra)
+    else:
+        protocol, base = preset("quick" if quick else "paper", extra)
+    if seeds is not None:
+        if seeds <= 0:
+            raise InvalidInputError(f"--seeds must be a positive count, got {seeds}")
+        protocol = dataclasses.replace(protocol, seeds=tuple(range(seeds)))
+    root = Path(out) if out is not None else Path("results") / ("quick" if quick else "full")
+    return run_protocol(protocol, base, root, progress=progress)

@@ -1,9 +1,5 @@
-"""The ``train``, ``eval`` and ``plot`` subcommands of the ``s2ssm`` command line.
-
-``cli.py`` calls :func:`add_parsers`; each subcommand sets ``run`` to a function of the parsed
-arguments that returns the exit status. Imports of torch and friends happen inside those
-functions, so ``s2ssm --help`` stays fast.
-"""
+"""``s2ssm train``, ``s2ssm eval`` and ``s2ssm plot``: train a world model into a run
+directory, score a checkpoint per environment, draw its figures."""
 
 from __future__ import annotations
 
@@ -12,14 +8,14 @@ import json
 import logging
 import sys
 
-__all__ = ["add_parsers"]
+__all__ = ["add_parser"]
 
 log = logging.getLogger(__name__)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from s2ssm.config import load_config
-    from s2ssm.train import train
+    from s2ssm.training.trainer import train
 
     overrides = list(args.set or [])
     if args.out_dir:
@@ -33,7 +29,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from s2ssm.evaluate import evaluate, format_markdown
+    from s2ssm.evaluation.metrics import evaluate, format_markdown
 
     results, target = evaluate(
         args.checkpoint,
@@ -48,7 +44,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_plot(args: argparse.Namespace) -> int:
-    from s2ssm.plot import plot
+    from s2ssm.evaluation.plots import plot
 
     for path in plot(
         args.checkpoint,
@@ -61,7 +57,7 @@ def _run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``train``, ``eval`` and ``plot`` on the ``s2ssm`` subparsers."""
     set_help = "override a config field, e.g. --set model.num_layers=3 (repeatable)"
 

@@ -22,7 +22,7 @@ Per model, on transitions t -> t + 1 (:func:`occlusion_metrics`):
   inputs) against the ground truth on transitions with / without a hidden object;
   ``shd_hidden_clean``: clean inputs on the hidden transitions; ``graph_change_hidden``: SHD
   between the graphs learned from occluded and from clean inputs on those transitions (0: the
-  graph survives). SHD conventions of :mod:`s2ssm.evaluate` (cell by cell, env column
+  graph survives). SHD conventions of :mod:`s2ssm.evaluation.metrics` (cell by cell, env column
   included, self-loops ignored).
 """
 
@@ -39,8 +39,12 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from s2ssm import graph
 from s2ssm.errors import InvalidInputError, S2ssmError
-from s2ssm.experiment_data import SequenceSet
+from s2ssm.evaluation.metrics import encode_sequences
+from s2ssm.training.checkpoint import load_model
+from s2ssm.training.data import SequenceSet, generate_sequences
+from s2ssm.training.trainer import select_device
 
 __all__ = [
     "RUN_BUCKETS",
@@ -71,7 +75,6 @@ def occlusion_pair(
     """The same sequences of ``env`` rendered without and with the occluder: ``(clean,
     occluded)``; everything but the frames is identical."""
     from s2ssm import sim
-    from s2ssm.experiment_data import generate_sequences
 
     clean = generate_sequences(
         (env,),
@@ -157,18 +160,16 @@ def occlusion_metrics(
     threshold: float = 0.5,
     batch_size: int = 32,
 ) -> dict[str, Any]:
-    """The metrics of the module docstring for an :class:`s2ssm.model.S2SSM` (eval mode, each
+    """The metrics of the module docstring for an :class:`s2ssm.models.S2SSM` (eval mode, each
     sequence with its environment's codebook row)."""
-    from s2ssm import graph
-    from s2ssm.reproduce import encode_all
 
     k = model.config.model.num_objects
     hidden = hidden_objects(clean, occluded, k, threshold)
     device = next(model.parameters()).device
     model.eval()
     use_inter = model.config.model.use_interventions
-    slots = {"clean": encode_all(model, clean, device, batch_size)}
-    slots["occluded"] = encode_all(model, occluded, device, batch_size)
+    slots = {"clean": encode_sequences(model, clean, device, batch_size)}
+    slots["occluded"] = encode_sequences(model, occluded, device, batch_size)
     t_all = clean.torch(device)
     preds: dict[str, list[torch.Tensor]] = {"clean": [], "occluded": []}
     graphs: dict[str, list[np.ndarray]] = {"clean": [], "occluded": []}
@@ -229,8 +230,6 @@ def run_occlusion(
     """:func:`occlusion_metrics` of every checkpoint (name -> run directory or checkpoint) on
     the same ``sequences`` sequences of ``env`` (length and intervention probability default
     to each checkpoint's ``eval`` config; resolution = its ``data.resolution``)."""
-    from s2ssm.checkpoint import load_model
-    from s2ssm.train import select_device
 
     dev = select_device(device)
     results = {}

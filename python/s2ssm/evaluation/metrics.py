@@ -7,14 +7,14 @@ evaluation mode (deterministic, thresholded gates). Reported per environment:
 - ``mse_1step``: next-slot MSE with teacher forcing (every transition of every sequence);
   ``mse_copy``: the same for "nothing moves" (predict slot t for t + 1), and ``slot_var``: the
   variance of the slots, both to read ``mse_1step`` against the scale of the latent space;
-  ``mse_floor``: the irreducible next-slot MSE of this slot space (:mod:`s2ssm.noise_floor`,
-  ``eval.floor_draws`` re-simulations per transition; ``nan`` when 0), the level no model can
-  beat;
+  ``mse_floor``: the irreducible next-slot MSE of this slot space
+  (:mod:`s2ssm.evaluation.noise_floor`, ``eval.floor_draws`` re-simulations per transition;
+  ``nan`` when 0), the level no model can beat;
 - ``mse_rollout``: MSE of an autoregressive rollout of ``eval.horizon`` steps after
   ``eval.context`` observed ones, averaged over the horizon (``mse_rollout_steps`` per step);
 - ``shd_local``: mean SHD between the learned local graph of each transition and the
   simulator's ground truth (``s2ssm.graph.shd``, ``reversal="double"``, self-loops ignored: the
-  model's own-history path is never gated, see :mod:`s2ssm.model`); ``shd_local_dense`` and
+  model's own-history path is never gated, see :mod:`s2ssm.models`); ``shd_local_dense`` and
   ``shd_local_empty`` the same for the complete and the empty graph, the scores of models that
   learned no structure;
 - ``shd_global``: SHD between the aggregated graph (edges present in more than
@@ -22,7 +22,7 @@ evaluation mode (deterministic, thresholded gates). Reported per environment:
 - precision / recall / F1 of the local edges (self-loops ignored) and the learned edge density.
 
 Environments without a trained code (not in ``data.envs``) get one fitted on their first
-``eval.batch_size`` sequences with :func:`s2ssm.model.fit_env_code` (``code = "fitted"``).
+``eval.batch_size`` sequences with :func:`s2ssm.models.fit_env_code` (``code = "fitted"``).
 """
 
 from __future__ import annotations
@@ -37,14 +37,22 @@ import numpy as np
 import torch
 
 from s2ssm import graph
-from s2ssm.checkpoint import atomic_write_text, load_model
 from s2ssm.config import Config, apply_overrides
-from s2ssm.experiment_data import SequenceSet, env_id, generate_sequences, global_graph
-from s2ssm.model import S2SSM, adjacency_layers, fit_env_code, rollout
-from s2ssm.noise_floor import slot_noise_floor
-from s2ssm.train import select_device
+from s2ssm.evaluation.noise_floor import slot_noise_floor
+from s2ssm.files import atomic_write_text
+from s2ssm.models import S2SSM, adjacency_layers, fit_env_code, rollout
+from s2ssm.training.checkpoint import load_model
+from s2ssm.training.data import SequenceSet, env_id, generate_sequences, global_graph
+from s2ssm.training.trainer import select_device
 
-__all__ = ["EnvResult", "evaluate", "evaluate_env", "format_markdown", "learned_local_graphs"]
+__all__ = [
+    "EnvResult",
+    "encode_sequences",
+    "evaluate",
+    "evaluate_env",
+    "format_markdown",
+    "learned_local_graphs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +97,15 @@ def learned_local_graphs(edges: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def _encode(model: S2SSM, data: SequenceSet, device: torch.device, batch: int) -> torch.Tensor:
+def encode_sequences(
+    model: S2SSM, data: SequenceSet, device: torch.device, batch_size: int = 64
+) -> torch.Tensor:
+    """Slots (N, T, K, D) of every sequence of ``data`` (the VAE's posterior means), float32,
+    encoded ``batch_size`` sequences at a time."""
+    model.vae.eval()
     chunks = []
-    for i in range(0, len(data), batch):
-        part = data.take(np.arange(i, min(i + batch, len(data)))).torch(device)
+    for i in range(0, len(data), batch_size):
+        part = data.take(np.arange(i, min(i + batch_size, len(data)))).torch(device)
         chunks.append(model.encode_slots(part["frames"], part["masks"]).float())
     return torch.cat(chunks)
 
@@ -129,7 +142,7 @@ def evaluate_env(
     model: S2SSM, config: Config, env: str, device: torch.device
 ) -> tuple[EnvResult, dict[str, Any]]:
     """Scores of ``model`` on environment ``env``; also returns the raw arrays (slots,
-    predictions, learned and true graphs) that :mod:`s2ssm.plot` draws."""
+    predictions, learned and true graphs) that :mod:`s2ssm.evaluation.plots` draws."""
     ecfg, mcfg = config.eval, config.model
     data = generate_sequences(
         (env,),
@@ -141,7 +154,7 @@ def evaluate_env(
     )
     model.eval()
     dyn = model.dynamics
-    slots = _encode(model, data, device, ecfg.batch_size)
+    slots = encode_sequences(model, data, device, ecfg.batch_size)
     inter_all = torch.from_numpy(data.interventions).to(device) if mcfg.use_interventions else None
     trained = env in config.data.envs and env_id(env) < dyn.env_slot.codebook.num_embeddings
     code = None

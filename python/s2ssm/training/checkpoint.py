@@ -14,7 +14,6 @@ is replaced atomically after it, so a crash leaves the previous checkpoint intac
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -28,11 +27,11 @@ from safetensors.torch import save_file
 
 from s2ssm.config import Config, config_from_json, config_to_json
 from s2ssm.errors import InvalidInputError
+from s2ssm.files import atomic_write_text, umask
 
 __all__ = [
     "FORMAT",
     "CheckpointInfo",
-    "atomic_write_text",
     "find_checkpoint",
     "load_model",
     "load_trainer_state",
@@ -43,26 +42,6 @@ __all__ = [
 FORMAT = "s2ssm-checkpoint-v1"
 MODEL_FILE = "model.safetensors"
 TRAINER_FILE = "trainer.pt"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 @dataclass(frozen=True)
@@ -94,7 +73,7 @@ def save_checkpoint(
         metadata = {"format": FORMAT, "config": config_to_json(config), "step": str(step)}
         save_file(tensors, str(tmp / MODEL_FILE), metadata=metadata)
         torch.save({"format": FORMAT, "step": step, **trainer_state}, tmp / TRAINER_FILE)
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~umask())
         final = root / name
         if final.exists():
             shutil.rmtree(final)
@@ -149,9 +128,9 @@ def read_checkpoint(path: str | Path) -> tuple[CheckpointInfo, dict[str, torch.T
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Any, CheckpointInfo]:
-    """An :class:`s2ssm.model.S2SSM` in eval mode with the checkpoint's weights and config
+    """An :class:`s2ssm.models.S2SSM` in eval mode with the checkpoint's weights and config
     (a codebook that grew after training, see ``fit_env_code``, is grown to match)."""
-    from s2ssm.model import S2SSM
+    from s2ssm.models import S2SSM
 
     info, tensors = read_checkpoint(path)
     model = S2SSM(info.config)
@@ -173,8 +152,3 @@ def load_trainer_state(checkpoint_dir: Path) -> dict[str, Any]:
     if state.get("format") != FORMAT:
         raise InvalidInputError(f"{checkpoint_dir / TRAINER_FILE} is not an s2ssm trainer state")
     return state
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Pretty JSON, atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -8,22 +8,21 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from s2ssm.checkpoint import load_model
 from s2ssm.config import apply_overrides
 from s2ssm.errors import S2ssmError
-from s2ssm.evaluate import evaluate_env
-from s2ssm.experiment_data import env_id
-from s2ssm.train import select_device
+from s2ssm.evaluation.metrics import evaluate_env
+from s2ssm.files import atomic_write
+from s2ssm.training.checkpoint import load_model
+from s2ssm.training.data import env_id
+from s2ssm.training.trainer import select_device
 
-__all__ = ["plot", "plot_graphs", "plot_rollout"]
+__all__ = ["plot", "plot_graphs", "plot_rollout", "save_figure"]
 
 
 def _pyplot() -> Any:
@@ -37,16 +36,10 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def save_figure(fig: Any, path: Path, *, dpi: int = 120, tight: bool = True) -> None:
+    """Save ``fig`` as ``path`` (format from its suffix) atomically."""
+    bbox = "tight" if tight else None
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches=bbox))
 
 
 def _labels(k: int) -> tuple[list[str], list[str]]:
@@ -79,7 +72,7 @@ def plot_graphs(raw: dict[str, Any], env: str, path: Path, examples: int = 3) ->
         ax.set_xticks(range(k + 1), cols, rotation=45, fontsize=7)
         ax.set_yticks(range(k), rows, fontsize=7)
     fig.suptitle(f"{env}: rows = child (t + 1), columns = parent (t)")
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -105,7 +98,7 @@ def plot_rollout(model: Any, raw: dict[str, Any], context: int, env: str, path: 
     axes[0, 0].set_ylabel("true", fontsize=8)
     axes[1, 0].set_ylabel("model", fontsize=8)
     fig.suptitle(f"{env}: rollout of {horizon} steps after {context} observed")
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 

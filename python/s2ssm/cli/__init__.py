@@ -1,4 +1,14 @@
-"""The ``s2ssm`` command line: one subcommand per job (``python -m s2ssm`` works too)."""
+"""The ``s2ssm`` command line: one subcommand per job (``python -m s2ssm`` works too).
+
+One module per command group, each with ``add_parser(subparsers)`` setting ``run`` to a
+function of the parsed arguments that returns the exit status; heavy imports (torch) happen
+inside those functions, so ``s2ssm --help`` stays fast:
+
+- :mod:`~s2ssm.cli.generate` -- ``generate``: a simulator data set on disk;
+- :mod:`~s2ssm.cli.world_model` -- ``train``, ``eval``, ``plot``: one world-model run;
+- :mod:`~s2ssm.cli.reproduce` -- ``reproduce``: the paper's protocol;
+- :mod:`~s2ssm.cli.graph_demo` -- ``graph-demo``: the graph metrics on random graphs.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +23,16 @@ from s2ssm.errors import S2ssmError
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    from s2ssm import demo, experiment_cli, reproduce_cli
-    from s2ssm.sim import cli as sim_cli
+    from s2ssm.cli import generate, graph_demo, reproduce, world_model
 
-    parser = argparse.ArgumentParser(prog="s2ssm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="s2ssm", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"s2ssm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sim_cli.add_parser(subparsers)
-    experiment_cli.add_parsers(subparsers)
-    reproduce_cli.add_parser(subparsers)
-    demo.add_parser(subparsers)
+    generate.add_parser(subparsers)
+    world_model.add_parser(subparsers)
+    reproduce.add_parser(subparsers)
+    graph_demo.add_parser(subparsers)
     return parser
 
 

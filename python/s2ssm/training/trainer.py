@@ -27,17 +27,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from s2ssm.checkpoint import (
-    atomic_write_text,
+from s2ssm.config import Config, config_to_dict
+from s2ssm.errors import InvalidInputError, S2ssmError
+from s2ssm.files import atomic_write_text, write_json
+from s2ssm.models import S2SSM, LambdaSchedule, dynamics_loss
+from s2ssm.training.checkpoint import (
     find_checkpoint,
     load_trainer_state,
     read_checkpoint,
     save_checkpoint,
-    write_json,
 )
-from s2ssm.config import Config, config_to_dict
-from s2ssm.errors import InvalidInputError, S2ssmError
-from s2ssm.experiment_data import (
+from s2ssm.training.data import (
     SequenceSet,
     batch_indices,
     env_id,
@@ -45,7 +45,6 @@ from s2ssm.experiment_data import (
     load_dataset,
     shard_range,
 )
-from s2ssm.model import S2SSM, LambdaSchedule, dynamics_loss
 
 __all__ = ["TrainResult", "TrainingDivergedError", "seed_everything", "select_device", "train"]
 

@@ -1,0 +1,137 @@
+"""4. SlotSSM blocks: a temporal layer per slot (Mamba, or causal attention over time for the
+Transformer baseline), then gated cross-attention from the object slots to the object slots +
+the environment slot, then an MLP.
+
+An object's own slot is not a parent in the attention: it reaches the object's next slot through
+the residual stream and the temporal layer, always (the ``+ I`` of the path product, so A_i has a
+zero diagonal). The attention reads only the open parents (other objects, the environment), and
+an object with no open parent gets only ``message_bias``, a learned constant per object (so that
+no edge is kept open as a source of a constant). ``model.attend_self = true`` puts
+the own slot back into the attention, ungated: the softmax then mixes it with the parents, a
+data-dependent gate through which a model can shut a parent out without closing its edge.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s2ssm.config import ModelConfig
+from s2ssm.errors import InvalidInputError
+from s2ssm.models.gates import NEG_MASK, EdgeGate, sample_edges
+
+__all__ = ["CausalTimeAttention", "SlotSSMBlock"]
+
+
+class CausalTimeAttention(nn.Module):
+    """Causal self-attention over time with learned positions (the Transformer baseline's
+    replacement for the Mamba layer): (batch, length, d) -> same shape."""
+
+    def __init__(self, d_model: int, num_heads: int, max_len: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.position = nn.Parameter(torch.zeros(max_len, d_model))
+        nn.init.normal_(self.position, std=0.02)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        if t > self.position.shape[0]:
+            raise InvalidInputError(
+                f"sequence length {t} exceeds model.max_len {self.position.shape[0]}"
+            )
+        q, k, v = self.qkv(x + self.position[:t]).chunk(3, dim=-1)
+        q, k, v = (
+            z.view(b, t, self.num_heads, d // self.num_heads).transpose(1, 2) for z in (q, k, v)
+        )
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+def _kernel_modules():  # type: ignore[no-untyped-def]
+    from s2ssm import nn as s2nn
+
+    return s2nn
+
+
+class SlotSSMBlock(nn.Module):
+    """Temporal layer per slot, then gated cross-attention across slots, then an MLP (pre-norm,
+    residual). Input (B, T, K, d) object slots and (B, T, d) environment tokens."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        s2nn = _kernel_modules()
+        d, k = cfg.d_model, cfg.num_objects
+        backend = cfg.backend or None
+        self.norm_time = nn.LayerNorm(d)
+        self.temporal: nn.Module
+        if cfg.kind == "ssm":
+            self.temporal = s2nn.Mamba(
+                d, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, backend=backend
+            )
+        else:
+            self.temporal = CausalTimeAttention(d, cfg.num_heads, cfg.max_len)
+        self.norm_query = nn.LayerNorm(d)
+        self.norm_key = nn.LayerNorm(d)
+        self.gate = EdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
+        self.attention = s2nn.SlotAttention(d, num_heads=cfg.num_heads, backend=backend)
+        # A constant per child object added to the attention output: the "no parent" message.
+        # Without it an always-open edge from a constant slot (the environment token when one
+        # environment is trained) is worth keeping as a bias source, and the penalty must
+        # fight edges that carry no information.
+        self.message_bias = nn.Parameter(torch.zeros(k, d))
+        self.norm_mlp = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(
+            nn.Linear(d, cfg.mlp_ratio * d), nn.GELU(), nn.Linear(cfg.mlp_ratio * d, d)
+        )
+        self.gate_mode = cfg.gate
+        self.gate_gradient = cfg.gate_gradient
+        self.temperature = cfg.gate_temperature
+        self.threshold = cfg.edge_threshold
+        self.register_buffer("self_edges", torch.eye(k, k + 1, dtype=torch.bool), persistent=False)
+        self.self_mask = 0.0 if cfg.attend_self else NEG_MASK
+        self.env_parent = cfg.env_parent
+        env_column = torch.zeros(k, k + 1, dtype=torch.bool)
+        env_column[:, k] = True
+        self.register_buffer("env_column", env_column, persistent=False)
+
+    def forward(self, x: Tensor, env: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Returns (new slots, gate logits (B, T, K, K + 1), edges (B, T, K, K + 1) bool, logit
+        drift); the diagonal (self) entries of logits and edges are meaningless and zeroed
+        later. The drift is the mean over positions of the summed squared overshoot of the
+        unbounded logits past ``gate_logit_bound`` (0 without a bound)."""
+        b, t, k, d = x.shape
+        # Free evolution: every slot's sequence through the same temporal layer, independently.
+        seq = x.transpose(1, 2).reshape(b * k, t, d)
+        seq = seq + self.temporal(self.norm_time(seq))
+        x = seq.view(b, k, t, d).transpose(1, 2)
+        # Interactions: at each step, object slots attend to object slots + the environment slot.
+        children = self.norm_query(x).reshape(b * t, k, d)
+        parents = self.norm_key(torch.cat([x, env.unsqueeze(2)], dim=2)).reshape(b * t, k + 1, d)
+        logits, overshoot = self.gate(children, parents)
+        if not self.env_parent:  # the environment slot is no parent: its edges stay closed
+            # a finite logit: sigmoid gives exactly 0, and log sigmoid stays finite (no NaN)
+            logits = logits.masked_fill(self.env_column, -1e4)
+        mask, edges, gate = sample_edges(
+            logits,
+            mode=self.gate_mode,
+            temperature=self.temperature,
+            training=self.training,
+            threshold=self.threshold,
+            gradient=self.gate_gradient,
+        )
+        self_edges: Tensor = self.self_edges  # type: ignore[assignment]
+        mask = mask.masked_fill(self_edges, self.self_mask)  # own slot: the residual path
+        if gate is not None:
+            # hard concrete: each open edge's message scaled by g (forward and backward);
+            # straight-through "message": g is 1 in value and passes its gradient only
+            gate = gate.masked_fill(self_edges, 1.0).to(children.dtype)
+        out, _ = self.attention(children, parents, mask=mask.to(children.dtype), gate=gate)
+        x = x + out.reshape(b, t, k, d) + self.message_bias
+        x = x + self.mlp(self.norm_mlp(x))
+        drift = x.new_zeros((), dtype=torch.float32)
+        if overshoot is not None:
+            drift = overshoot.pow(2).sum(dim=(-2, -1)).mean()
+        return x, logits.view(b, t, k, k + 1), edges.view(b, t, k, k + 1), drift

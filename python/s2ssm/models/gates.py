@@ -1,0 +1,166 @@
+"""3. Edge gates: state-dependent logits for every (child object, parent slot) pair, and the
+binary edges sampled from them.
+
+Gate choice: edges are **hard-concrete** gates (Louizos et al., 2018, the stretched and
+clipped binary concrete) in training: ``y = (z + logistic noise) / temperature``, ``g =
+clip(sigmoid(y) x 1.2 - 0.1, 0, 1)``, an edge is open where ``g > 0``. The attention
+renormalises over the open edges only (a closed edge passes exactly nothing, as at evaluation)
+and multiplies each open edge's message by g, so the gradient of the prediction loss reaches a
+gate through the message its edge carries: exact for the sampled relaxation, and non-zero for
+an edge that is the only one open in its row. At evaluation an edge exists where ``sigmoid(z)
+> edge_threshold``. The sparsity penalty uses the probability that a sample is open,
+``sigmoid(z + temperature x log 11)`` (the expected adjacency, an L0 penalty) rather than the
+samples: same optimum, far less variance. ``model.gate_logit_bound`` soft-clips z (``bound x
+tanh(z / bound)``) so that no gate probability reaches 0 or 1, and ``model.gate_logit_decay``
+keeps z from drifting past the bound, where the penalty's gradient would vanish.
+
+Why not the straight-through Gumbel-sigmoid (``gate = "straight_through"``, kept as an option):
+with the gate as an additive log-mask inside the softmax (``gate_gradient = "mask"``) the
+attention weights are ``g x exp(score)`` renormalised, and a row whose open edges all shrink
+together does not change, so the loss cannot tell an edge is useful, only which of the open
+edges is more useful; an edge alone in its row gets no gradient at all and the penalty shuts it
+(measured: the learned graph kept the information-free environment edges and lost ball ->
+paddle). The straight-through gradient through the message (``gate_gradient = "message"``) is
+the first-order effect of scaling the message at g = 1, which overstates what closing costs
+(the loss is convex in g) and shut every gate even with λ = 0. ``gate = "relaxed"`` puts the
+relaxed gate inside the softmax in the forward pass too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s2ssm.errors import InvalidInputError
+
+__all__ = [
+    "HARD_CONCRETE_GAMMA",
+    "HARD_CONCRETE_ZETA",
+    "NEG_MASK",
+    "EdgeGate",
+    "open_probability_shift",
+    "sample_edges",
+]
+
+# Additive mask value of a closed edge. -inf, not a large finite value: with the object's own slot
+# outside the attention a row can have every edge closed, and a finite mask would then fall back
+# to the plain softmax over the closed edges (a leak); both attention paths give an all -inf row
+# zero weights, a zero output and zero gradients.
+NEG_MASK = float("-inf")
+
+
+class EdgeGate(nn.Module):
+    """Gate logits z[i, j] = <Wq x_i, Wk y_j> / sqrt(d) + b[i, j] for child object i and parent
+    slot j (objects, then the environment): state dependent, so graphs are local.
+
+    ``bound`` > 0 maps the logits through ``bound x tanh(z / bound)``, which keeps every gate
+    probability inside [sigmoid(-bound), sigmoid(bound)]: no edge is ever certain, so a closed
+    edge is still sampled open now and then (and can come back) and an open one still closed
+    now and then (so the loss keeps measuring what it is worth). The prediction keeps pushing a
+    useful gate's logit up, past the point where the tanh passes any gradient, and the penalty
+    then cannot reach it; ``model.gate_logit_decay`` adds ``decay x max(|z| - bound, 0)^2`` to
+    the loss (the overshoot is returned beside the logits), which holds z near the bound.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_children: int,
+        num_parents: int,
+        init_bias: float,
+        bound: float = 0.0,
+    ):
+        super().__init__()
+        self.bound = bound
+        self.query = nn.Linear(d_model, d_model, bias=False)
+        self.key = nn.Linear(d_model, d_model, bias=False)
+        nn.init.normal_(self.query.weight, std=0.02)
+        nn.init.normal_(self.key.weight, std=0.02)
+        self.bias = nn.Parameter(torch.full((num_children, num_parents), float(init_bias)))
+        self.scale = 1.0 / math.sqrt(d_model)
+
+    def forward(self, children: Tensor, parents: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(B*, K, d) and (B*, K + 1, d) -> logits (B*, K, K + 1) in float32, and how far the
+        logits before the bound overshoot it, ``max(|z| - bound, 0)`` (None without a bound)."""
+        q = self.query(children).float()
+        k = self.key(parents).float()
+        z = q @ k.transpose(-1, -2) * self.scale + self.bias
+        if self.bound <= 0:
+            return z, None
+        return self.bound * torch.tanh(z / self.bound), (z.abs() - self.bound).clamp(min=0.0)
+
+
+# Hard concrete (Louizos et al., 2018): the binary concrete sample stretched to (GAMMA, ZETA)
+# and clipped to [0, 1], so that a share of the samples is exactly 0 (closed) or 1.
+HARD_CONCRETE_GAMMA = -0.1
+HARD_CONCRETE_ZETA = 1.1
+
+
+def open_probability_shift(mode: str, temperature: float) -> float:
+    """s such that ``sigmoid(z + s)`` is the probability that a training sample of the gate is
+    open (non-zero): 0 for the Gumbel-sigmoid, ``-temperature x log(-GAMMA / ZETA)`` for the
+    hard concrete."""
+    if mode == "hard_concrete":
+        return -temperature * math.log(-HARD_CONCRETE_GAMMA / HARD_CONCRETE_ZETA)
+    return 0.0
+
+
+def sample_edges(
+    logits: Tensor,
+    *,
+    mode: str,
+    temperature: float,
+    training: bool,
+    threshold: float,
+    gradient: str = "mask",
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Edges from gate logits: returns (additive log-mask, binary edges, message gate), the first
+    two shaped as logits, the gate None unless the attention must scale each edge's message
+    by it.
+
+    Training, with logistic noise ``n = log u - log(1 - u)``, ``u ~ U(0, 1)``:
+
+    * ``mode="straight_through"``: ``y = (z + n) / temperature``; edges = ``y > 0``; mask =
+      ``0`` on edges and ``NEG_MASK`` elsewhere in the forward pass. Backward:
+      ``gradient="mask"`` gives the mask the gradient of ``log sigmoid(y)``;
+      ``gradient="message"`` detaches the mask and returns the gate
+      ``edges + sigmoid(y) - stop_gradient(sigmoid(y))`` (value 0/1, gradient of
+      ``sigmoid(y)``), which scales each edge's message in the backward pass only.
+    * ``mode="relaxed"``: mask = ``log sigmoid(y)`` (fractional edges inside the softmax).
+    * ``mode="hard_concrete"``: gate ``g = clip(sigmoid(y) x (ZETA - GAMMA) + GAMMA, 0, 1)``,
+      edges = ``g > 0``, mask 0 / ``NEG_MASK`` (no gradient): the attention renormalises over
+      the open edges and multiplies each open edge's message by g, the gradient flowing
+      through g (exact for the sampled relaxation).
+
+    Evaluation (``training=False``): edges = ``sigmoid(z) > threshold``, deterministic, mask as
+    in the straight-through forward pass, no gate.
+    """
+    if mode not in ("straight_through", "relaxed", "hard_concrete"):
+        raise InvalidInputError(
+            f"mode must be 'straight_through', 'relaxed' or 'hard_concrete', got {mode!r}"
+        )
+    if gradient not in ("mask", "message"):
+        raise InvalidInputError(f"gradient must be 'mask' or 'message', got {gradient!r}")
+    if not training:
+        edges = torch.sigmoid(logits) > threshold
+        mask = torch.where(edges, 0.0, NEG_MASK).to(logits.dtype)
+        return mask, edges, None
+    u = torch.rand_like(logits).clamp(1e-6, 1.0 - 1e-6)
+    y = (logits + torch.log(u) - torch.log1p(-u)) / temperature
+    if mode == "hard_concrete":
+        stretched = torch.sigmoid(y) * (HARD_CONCRETE_ZETA - HARD_CONCRETE_GAMMA)
+        gate = (stretched + HARD_CONCRETE_GAMMA).clamp(0.0, 1.0)
+        edges = gate > 0
+        return torch.where(edges, 0.0, NEG_MASK).to(logits.dtype), edges, gate
+    edges = y > 0
+    if mode == "relaxed":
+        return F.logsigmoid(y), edges, None
+    hard = torch.where(edges, 0.0, NEG_MASK).to(logits.dtype)
+    if gradient == "message":
+        soft = torch.sigmoid(y)
+        return hard, edges, edges.to(soft.dtype) + (soft - soft.detach())
+    soft = F.logsigmoid(y)
+    return hard + (soft - soft.detach()), edges, None

@@ -1,0 +1,176 @@
+"""6. The world model: :class:`SlotDynamics` (embedding, environment slot, SlotSSM blocks,
+next-slot head), :class:`S2SSM` (the VAE and the dynamics), autoregressive :func:`rollout`,
+and :func:`fit_env_code` for an unseen environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s2ssm.config import Config, ModelConfig
+from s2ssm.errors import InvalidInputError
+from s2ssm.models.blocks import SlotSSMBlock
+from s2ssm.models.causal_graph import local_graph_from_edges
+from s2ssm.models.environment import EnvironmentSlot
+from s2ssm.models.gates import open_probability_shift
+from s2ssm.models.vae import ObjectVAE, compose_frame, object_images
+
+__all__ = ["S2SSM", "DynamicsOutput", "SlotDynamics", "fit_env_code", "rollout"]
+
+
+@dataclass
+class DynamicsOutput:
+    """What one pass of :class:`SlotDynamics` returns."""
+
+    pred: Tensor  # (B, T, K, D): predicted slot at t + 1 from everything up to t
+    gate_logits: Tensor  # (B, T, L, K, K + 1), float32
+    edges: Tensor  # (B, T, L, K, K + 1) bool: the edges this pass used (sampled or thresholded)
+    open_shift: float = 0.0  # see open_probability_shift
+    # gate_logit_decay x the squared overshoot of the gate logits past their bound: keeps the
+    # logits where the bound's tanh still passes a gradient (a loss term, see dynamics_loss)
+    logit_decay: Tensor | float = 0.0
+
+    @property
+    def gate_probs(self) -> Tensor:
+        """(B, T, L, K, K + 1): the probability that each edge is open in a training sample."""
+        return torch.sigmoid(self.gate_logits + self.open_shift)
+
+    def local_graphs(self) -> Tensor:
+        """(B, T, K, K + 1) bool: the learned local graph of each transition t -> t + 1."""
+        return local_graph_from_edges(self.edges)
+
+
+class SlotDynamics(nn.Module):
+    """The S2-SSM dynamics (or its Transformer twin): slots (B, T, K, D) -> next slots."""
+
+    def __init__(self, cfg: ModelConfig, latent_dim: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.latent_dim = latent_dim
+        self.embed = nn.Linear(latent_dim, cfg.d_model)
+        self.object_id = nn.Parameter(torch.randn(cfg.num_objects, cfg.d_model) * 0.02)
+        self.env_slot = EnvironmentSlot(cfg)
+        self.blocks = nn.ModuleList(SlotSSMBlock(cfg) for _ in range(cfg.num_layers))
+        self.norm_out = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, latent_dim)
+        nn.init.zeros_(self.head.weight)  # start from "nothing moves": pred = current slot
+        nn.init.zeros_(self.head.bias)
+
+    def forward(
+        self,
+        slots: Tensor,
+        env_ids: Tensor | None,
+        interventions: Tensor | None = None,
+        env_code: Tensor | None = None,
+    ) -> DynamicsOutput:
+        if slots.dim() != 4 or slots.shape[2:] != (self.cfg.num_objects, self.latent_dim):
+            raise InvalidInputError(
+                f"slots must be (B, T, {self.cfg.num_objects}, {self.latent_dim}), got "
+                f"{tuple(slots.shape)}"
+            )
+        b, t = slots.shape[:2]
+        x = self.embed(slots) + self.object_id
+        env = self.env_slot(env_ids, b, t, interventions, env_code).to(x.dtype)
+        logits, edges = [], []
+        drift = slots.new_zeros((), dtype=torch.float32)
+        for block in self.blocks:
+            x, z, e, block_drift = block(x, env)
+            logits.append(z)
+            edges.append(e)
+            drift = drift + block_drift
+        pred = slots + self.head(self.norm_out(x)).to(slots.dtype)
+        shift = open_probability_shift(self.cfg.gate, self.cfg.gate_temperature)
+        return DynamicsOutput(
+            pred,
+            torch.stack(logits, dim=2),
+            torch.stack(edges, dim=2),
+            open_shift=shift,
+            logit_decay=self.cfg.gate_logit_decay * drift,
+        )
+
+
+class S2SSM(nn.Module):
+    """The whole world model: the object VAE and the slot dynamics."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.vae = ObjectVAE(config.vae, config.data.resolution)
+        self.dynamics = SlotDynamics(config.model, config.vae.latent_dim)
+        self.background: Tensor | None
+        if config.vae.subtract_background:
+            from s2ssm import sim
+
+            scene = torch.from_numpy(sim.background(config.data.resolution))
+            self.register_buffer("background", scene, persistent=False)
+        else:
+            self.background = None
+
+    def object_images(self, frames: Tensor, masks: Tensor) -> Tensor:
+        """The VAE's input: (..., H, W, 3) frames and (..., H, W) masks -> (..., K, 3, H, W)."""
+        return object_images(frames, masks, self.config.model.num_objects, self.background)
+
+    def encode_slots(self, frames: Tensor, masks: Tensor) -> Tensor:
+        """Slots (posterior means) from uint8 frames (B, T, H, W, 3) and masks (B, T, H, W)."""
+        return self.vae.encode(self.object_images(frames, masks))[0]
+
+    def decode_frames(self, slots: Tensor) -> Tensor:
+        """(..., K, D) slots -> composed frames (..., 3, H, W) in [0, 1]."""
+        return compose_frame(self.vae.decode(slots), self.background)
+
+
+@torch.no_grad()
+def rollout(
+    dynamics: SlotDynamics,
+    context: Tensor,
+    horizon: int,
+    env_ids: Tensor | None,
+    interventions: Tensor | None = None,
+    env_code: Tensor | None = None,
+) -> Tensor:
+    """Autoregressive prediction: (B, C, K, D) observed slots -> (B, horizon, K, D) predicted
+    slots, each prediction fed back as the next input. ``interventions`` (B, C + horizon, I) if the
+    model uses them. Runs the whole prefix at each step (fine for the short horizons here)."""
+    seq = context
+    preds = []
+    for _ in range(horizon):
+        length = seq.shape[1]
+        inter = None if interventions is None else interventions[:, : length + 1]
+        if inter is not None and inter.shape[1] == length + 1:
+            # the last position predicts length -> length + 1; pass its indicators along
+            out = dynamics(torch.cat([seq, seq[:, -1:]], dim=1), env_ids, inter, env_code)
+            nxt = out.pred[:, length - 1]
+        else:
+            nxt = dynamics(seq, env_ids, inter, env_code).pred[:, -1]
+        preds.append(nxt)
+        seq = torch.cat([seq, nxt.unsqueeze(1)], dim=1)
+    return torch.stack(preds, dim=1)
+
+
+def fit_env_code(
+    dynamics: SlotDynamics,
+    slots: Tensor,
+    interventions: Tensor | None = None,
+    *,
+    steps: int = 100,
+    lr: float = 1e-2,
+) -> Tensor:
+    """Fit an environment code for sequences of an unseen environment: start from the codebook
+    mean and minimise the next-slot MSE over the code alone (everything else frozen, gates
+    deterministic). Returns the code (d_model,); ``dynamics.env_slot.extend_codebook`` adds it."""
+    was_training = dynamics.training
+    dynamics.eval()
+    code = dynamics.env_slot.codebook.weight.detach().mean(0).clone().requires_grad_(True)
+    opt = torch.optim.Adam([code], lr=lr)
+    for _ in range(steps):
+        out = dynamics(slots, None, interventions, env_code=code.unsqueeze(0))
+        loss = F.mse_loss(out.pred[:, :-1], slots[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    dynamics.zero_grad(set_to_none=True)
+    dynamics.train(was_training)
+    return code.detach()
