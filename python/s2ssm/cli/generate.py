@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from s2ssm.cli._args import non_negative_int, positive_int
 from s2ssm.errors import S2ssmError
 
 __all__ = ["add_parser", "main", "run"]
@@ -15,28 +16,8 @@ __all__ = ["add_parser", "main", "run"]
 log = logging.getLogger(__name__)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
 def _resolution(text: str) -> int:
-    value = _positive(text)
+    value = positive_int(text)
     if not 16 <= value <= 128:
         raise argparse.ArgumentTypeError(f"expected 16 to 128 pixels, got {value}")
     return value
@@ -58,20 +39,15 @@ def add_parser(subparsers: Any) -> None:
         help="generate an Interventional Pong data set",
         description=__doc__,
     )
-    configure(parser)
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Adds the ``generate`` options to ``parser``."""
     parser.add_argument("--env", type=_environment, default="neutral", help="name or id")
-    parser.add_argument("--sequences", type=_positive, required=True, help="number of sequences")
-    parser.add_argument("--length", type=_positive, required=True, help="steps per sequence")
+    parser.add_argument("--sequences", type=positive_int, required=True, help="number of sequences")
+    parser.add_argument("--length", type=positive_int, required=True, help="steps per sequence")
     parser.add_argument("--out", required=True, help="output directory (or .npz with --citris)")
-    parser.add_argument("--seed", type=_non_negative, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--resolution", type=_resolution, default=32, help="16 to 128 pixels")
-    parser.add_argument("--shard-size", type=_positive, default=None, help="sequences per shard")
+    parser.add_argument("--shard-size", type=positive_int, default=None, help="sequences per shard")
     parser.add_argument("--format", choices=("npz", "npy"), default="npz")
-    parser.add_argument("--threads", type=_positive, default=None, help="worker threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="worker threads")
     parser.add_argument("--velocity", choices=("none", "previous", "next_channel"), default="none")
     parser.add_argument("--occlusion", action="store_true", help="draw the occluder band")
     parser.add_argument("--intervention-prob", type=float, default=0.15)
@@ -130,18 +106,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point (``python -m s2ssm.cli.generate``), behaves as ``s2ssm generate``."""
-    parser = argparse.ArgumentParser(prog="s2ssm generate", description=__doc__)
-    configure(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except S2ssmError as error:
-        parser.exit(2, f"s2ssm generate: error: {error}\n")
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    """Standalone entry point (``python -m s2ssm.cli.generate``): ``s2ssm generate ARGS``."""
+    from s2ssm.cli import main as s2ssm_main
+
+    return s2ssm_main(["generate", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -12,19 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from s2ssm.cli._args import positive_int
 from s2ssm.errors import InvalidInputError
 
 __all__ = ["add_parser", "reproduce_main", "run"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def add_parser(subparsers: Any) -> None:
@@ -52,7 +43,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--seeds",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="number of seeds (0 .. N-1); default: 1 with --quick, 3 otherwise",
