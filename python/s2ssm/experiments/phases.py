@@ -17,7 +17,9 @@ import torch
 
 from s2ssm.config import Config, EvalConfig, config_to_dict
 from s2ssm.errors import S2ssmError
+from s2ssm.evaluation import plots
 from s2ssm.evaluation.metrics import evaluate_env
+from s2ssm.evaluation.occlusion import occlusion_metrics, occlusion_pair
 from s2ssm.experiments.finetune import finetune_dynamics, set_env_code, trained_code
 from s2ssm.experiments.protocol import (
     Protocol,
@@ -30,6 +32,7 @@ from s2ssm.experiments.protocol import (
 from s2ssm.experiments.report import write_results
 from s2ssm.experiments.rundir import RunDirectory, run_units
 from s2ssm.models import S2SSM
+from s2ssm.training import trainer
 from s2ssm.training.checkpoint import find_checkpoint, load_model, load_trainer_state
 from s2ssm.training.data import SequenceSet, generate_sequences
 
@@ -47,7 +50,6 @@ def evaluate_model(
     test sequences): ``code`` is written into that row first (zero-shot: the mean trained
     code). Returns the scores (a JSON-able dict) and the raw arrays for
     :mod:`s2ssm.evaluation.plots`."""
-
     if code is not None:
         set_env_code(model, env, code)
     cfg = model.config
@@ -67,9 +69,7 @@ class _Context:
     loaded: tuple[tuple[str, int], S2SSM] | None = None
 
     def device(self) -> torch.device:
-        from s2ssm.training.trainer import select_device
-
-        return select_device(self.base.run.device)
+        return trainer.select_device(self.base.run.device)
 
     def run_dir(self, model: str, seed: int) -> Path:
         return self.root / "runs" / model / f"seed{seed}"
@@ -128,8 +128,6 @@ def _run_occlusion(ctx: _Context, unit: Unit) -> dict[str, Any]:
     """``occlusion``: the trained model on occluded frames; ``occlusion_finetune``: the same
     after fine-tuning a copy on occluded frames of the environment's training distribution
     (the model reads occluded slots and is scored on the clean ones)."""
-    from s2ssm.evaluation.occlusion import occlusion_metrics, occlusion_pair
-
     t0 = time.perf_counter()
     ev = ctx.base.eval
     extra: dict[str, Any] = {}
@@ -167,14 +165,12 @@ def _run_occlusion(ctx: _Context, unit: Unit) -> dict[str, Any]:
 
 
 def _run_train(ctx: _Context, unit: Unit) -> dict[str, Any]:
-    from s2ssm.training.trainer import train
-
     if unit.kind == "pretrain":
         cfg = vae_config(ctx.base, ctx.protocol, unit.seed, ctx.root)
     else:
         cfg = model_config(ctx.base, ctx.protocol, unit.model, unit.seed, ctx.root)
     t0 = time.perf_counter()
-    result = train(cfg, resume=True)
+    result = trainer.train(cfg, resume=True)
     wall = time.perf_counter() - t0
     last: dict[str, Any] = result.history[-1] if result.history else {}
     return {
@@ -225,8 +221,6 @@ def _run_eval(ctx: _Context, unit: Unit) -> dict[str, Any]:
 
 def _unit_figures(ctx: _Context, model: S2SSM, unit: Unit, raw: dict[str, Any]) -> None:
     """Graph heatmaps and the rollout strip of one evaluation (:mod:`s2ssm.evaluation.plots`)."""
-    from s2ssm.evaluation import plots
-
     stem = f"{unit.kind}__{unit.model}__{unit.env}"
     try:
         plots.plot_graphs(raw, unit.env, ctx.root / "figures" / f"graphs__{stem}.png")

@@ -19,9 +19,11 @@ import torch
 
 from s2ssm.config import Config, config_to_dict
 from s2ssm.errors import InvalidInputError
+from s2ssm.evaluation.plots import save_figure
 from s2ssm.experiments.protocol import PHASES, Protocol, plan_units, protocol_to_dict
 from s2ssm.experiments.rundir import RunDirectory
 from s2ssm.files import atomic_write_text, write_json
+from s2ssm.sim import OBJECTS
 
 __all__ = [
     "METRICS",
@@ -326,9 +328,6 @@ def write_figures(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from s2ssm.evaluation.plots import save_figure
-    from s2ssm.sim import OBJECTS
 
     fig_dir = root / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
