@@ -118,6 +118,35 @@ def test_eval_command_writes_markdown_and_json(
         assert np.isfinite(r["mse_1step"]) and r["shd_local"] >= 0
 
 
+def test_eval_json_has_the_baselines_and_edges_under_stable_keys(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "somewhere" / "scores.json"
+    args = ["eval", str(run_dir), "--out", str(tmp_path), "--json", str(target)]
+    assert cli([*args, "--split", "validation"]) == 0
+    report = json.loads(target.read_text())
+    assert report["split"] == "validation" and not (tmp_path / "eval.json").exists()
+    (r,) = report["results"]
+    base = r["baselines"]
+    assert base["empty"]["shd_local"] == pytest.approx(r["shd_local_empty"])
+    assert base["best_constant"]["shd_local"] == pytest.approx(r["shd_best_constant"])
+    assert np.asarray(base["best_constant"]["graph"]).shape == (4, 5)
+    # the tiny config is not told the targets: no tokens-only graph
+    assert base["tokens_only"] is None and np.isnan(r["shd_tokens_only"])
+    # the best constant graph never scores worse than the empty one on its own distribution's
+    # majority cells here (neutral: ball -> paddles nearly always), and both are real numbers
+    assert 0 <= base["best_constant"]["shd_local"] <= base["empty"]["shd_local"]
+    edge = r["edges"]["left_paddle"]["ball"]
+    assert set(edge) == {"auroc", "p_open_true", "p_open_false", "n_true", "n"}
+    assert edge["n"] == 3 * 5 and 0 <= edge["n_true"] <= edge["n"]
+    assert "left_paddle" not in r["edges"]["left_paddle"]  # no self edge
+    assert "ball -> left_paddle" in (tmp_path / "eval.md").read_text()
+    # the test split is another set of sequences
+    assert cli(["eval", str(run_dir), "--out", str(tmp_path)]) == 0
+    test = json.loads((tmp_path / "eval.json").read_text())
+    assert test["split"] == "test" and test["eval_seed"] != report["eval_seed"]
+
+
 def test_eval_rejects_unknown_environments_and_checkpoints(run_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="unknown environment"):
         evaluate(run_dir, envs=["nowhere"], out_dir=tmp_path)

@@ -35,7 +35,13 @@ from s2ssm.experiments.protocol import (
     preset,
     vae_config,
 )
-from s2ssm.experiments.report import aggregate, format_mean_std, markdown_tables, mean_std
+from s2ssm.experiments.report import (
+    aggregate,
+    edge_table,
+    format_mean_std,
+    markdown_tables,
+    mean_std,
+)
 from s2ssm.experiments.rundir import RunDirectory
 from s2ssm.models import S2SSM
 from s2ssm.training.data import generate_sequences
@@ -302,6 +308,33 @@ def test_mse_over_floor_is_averaged_per_seed() -> None:
     )
 
 
+def test_edge_aurocs_and_baselines_are_aggregated_and_tabled() -> None:
+    def rec(seed: int, auroc: float | None, constant: float) -> dict[str, Any]:
+        edges = {"score": {"ball": {"auroc": auroc}}, "ball": {"env": {"auroc": 0.5}}}
+        return {
+            **_rec("simple", "s2ssm", seed, "neutral", 1e-3, 1.0),
+            "edges": edges,
+            "shd_local_empty": 2.0,
+            "shd_best_constant": constant,
+        }
+
+    (row,) = aggregate([rec(0, 0.9, 0.1), rec(1, 0.7, 0.3)])
+    np.testing.assert_allclose(row["auroc__ball__score_mean"], 0.8)
+    np.testing.assert_allclose(row["auroc__ball__score_std"], np.std([0.9, 0.7], ddof=1))
+    assert row["auroc__env__ball_mean"] == 0.5
+    assert math.isnan(row["auroc__ball__left_paddle_mean"])  # not in the records
+    np.testing.assert_allclose(row["shd_best_constant_mean"], 0.2)
+    table = edge_table([row], ["s2ssm"])
+    assert "ball -> score" in table and "| simple | neutral | s2ssm |" in table
+    assert "0.80 ± 0.14" in table
+    # the graphs that need no model follow the models' columns
+    line = next(li for li in markdown_tables([row], ["s2ssm"]).splitlines() if "| neutral" in li)
+    assert line.endswith("| 2.00 ± 0.00 | 0.20 ± 0.14 | n/a |")
+    # an undefined AUROC in one seed makes the mean undefined, not the other seed's value
+    (undefined,) = aggregate([rec(0, None, 0.1), rec(1, 0.7, 0.3)])
+    assert math.isnan(undefined["auroc__ball__score_mean"])
+
+
 def test_format_and_markdown_tables() -> None:
     assert format_mean_std(1.23456, 0.5, 3) == "1.235 ± 0.500"
     assert format_mean_std(1.23456, 0.0, 1) == "1.235"
@@ -522,7 +555,10 @@ def test_run_protocol_end_to_end_then_resumes(
     monkeypatch.setattr(phases, "evaluate_model", boom)
     again = run_protocol(protocol, base, out, progress=False)
     assert again["ran"] == [] and again["skipped"] == [u.id for u in units]
-    assert again["summary"] == results["summary"]
+    # as JSON text: undefined metrics are nan, and nan != nan
+    assert json.dumps(again["summary"], sort_keys=True) == json.dumps(
+        results["summary"], sort_keys=True
+    )
 
     # other settings in the same directory are refused
     with pytest.raises(InvalidInputError, match="other settings"):

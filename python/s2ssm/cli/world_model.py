@@ -37,9 +37,11 @@ def _run_eval(args: argparse.Namespace) -> int:
         envs=args.env,
         device=args.device,
         out_dir=args.out,
+        split=args.split,
+        json_path=args.json,
     )
     sys.stdout.write(format_markdown(results))
-    log.info("wrote %s and %s", target / "eval.json", target / "eval.md")
+    log.info("wrote %s and %s", args.json or target / "eval.json", target / "eval.md")
     return 0
 
 
@@ -84,6 +86,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--env", action="append", help="environment (repeatable); default eval.envs")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     p.add_argument("--out", help="output directory (default: the run directory)")
+    p.add_argument(
+        "--json", metavar="FILE", help="write the JSON report here (default OUT/eval.json)"
+    )
+    p.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="test: eval.seed's sequences (report these); validation: eval.validation_seed's "
+        "(choose settings on these)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.set_defaults(run=_run_eval)
 

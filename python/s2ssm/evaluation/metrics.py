@@ -16,7 +16,13 @@ evaluation mode (deterministic, thresholded gates). Reported per environment:
   simulator's ground truth (``s2ssm.graph.shd``, ``reversal="double"``, self-loops ignored: the
   model's own-history path is never gated, see :mod:`s2ssm.models`); ``shd_local_dense`` and
   ``shd_local_empty`` the same for the complete and the empty graph, the scores of models that
-  learned no structure;
+  learned no structure; ``shd_best_constant`` the same for the best constant graph and
+  ``shd_tokens_only`` for the graph read from the intervention targets alone (a model told
+  them), both fitted on the environment's training distribution
+  (:mod:`s2ssm.evaluation.graph_baselines`; all under ``baselines`` with precision, recall
+  and F1);
+- ``edges[child][parent]``: per local edge, the AUROC of the model's edge score (expected path
+  count from the gate probabilities) against the true edge, P(open | true), P(open | false);
 - ``shd_global``: SHD between the aggregated graph (edges present in more than
   ``eval.global_min_fraction`` of the local graphs) and the environment's global graph;
 - precision / recall / F1 of the local edges (self-loops ignored) and the learned edge density.
@@ -27,17 +33,26 @@ Environments without a trained code (not in ``data.envs``) get one fitted on the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from s2ssm import graph
+from s2ssm import graph, sim
 from s2ssm.config import Config, apply_overrides
+from s2ssm.errors import InvalidInputError
+from s2ssm.evaluation.graph_baselines import (
+    best_constant_graph,
+    edge_report,
+    graph_scores,
+    tokens_only_graphs,
+)
 from s2ssm.evaluation.noise_floor import slot_noise_floor
 from s2ssm.files import atomic_write_text
 from s2ssm.models import S2SSM, adjacency_layers, fit_env_code, rollout
@@ -46,7 +61,9 @@ from s2ssm.training.data import SequenceSet, env_id, generate_sequences, global_
 from s2ssm.training.trainer import select_device
 
 __all__ = [
+    "SPLITS",
     "EnvResult",
+    "edge_markdown",
     "encode_sequences",
     "evaluate",
     "evaluate_env",
@@ -55,6 +72,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: ``test``: the sequences of ``eval.seed`` (what tables report); ``validation``: those of
+#: ``eval.validation_seed`` (where settings are chosen).
+SPLITS: tuple[str, ...] = ("test", "validation")
 
 
 @dataclass
@@ -73,6 +94,8 @@ class EnvResult:
     shd_local: float
     shd_local_dense: float
     shd_local_empty: float
+    shd_best_constant: float  # the best constant graph's (graph_baselines)
+    shd_tokens_only: float  # the intervention-token graph's; nan for a model not told them
     shd_global: int
     precision: float
     recall: float
@@ -80,6 +103,9 @@ class EnvResult:
     edge_density: float
     learned_global: list[list[float]]  # share of local graphs with each edge, (K, K + 1)
     true_global: list[list[bool]]
+    # empty / best_constant / tokens_only: shd_local, precision, recall, f1 (graph_baselines)
+    baselines: dict[str, Any] = field(default_factory=dict)
+    edges: dict[str, Any] = field(default_factory=dict)  # [child][parent]: auroc, p_open_*, n
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -115,8 +141,6 @@ def _noise_floor(model: S2SSM, config: Config, env: str, device: torch.device) -
     ecfg = config.eval
     if ecfg.floor_draws <= 0:
         return float("nan")
-    from s2ssm import sim
-
     batch = sim.generate(
         env,
         ecfg.sequences,
@@ -136,6 +160,37 @@ def _noise_floor(model: S2SSM, config: Config, env: str, device: torch.device) -
         # a model told the intervention targets is measured against a predictor told them too
         targets=batch.interventions if config.model.use_interventions else None,
     )
+
+
+def _baselines(config: Config, env: str, truth: np.ndarray, tokens: np.ndarray) -> dict[str, Any]:
+    """Scores of the graphs that need no model (:mod:`s2ssm.evaluation.graph_baselines`) on
+    the evaluation transitions ``truth`` (N, K, K + 1) with targets ``tokens`` (N, I): the
+    empty graph, the best constant graph and (for a model told the targets) the tokens-only
+    graph, both fitted on ``env``'s training distribution (``data.train_sequences`` sequences,
+    ``data.seed``, ``data.intervention_prob``; states only)."""
+    dcfg = config.data
+    train = sim.generate(
+        env,
+        dcfg.train_sequences,
+        dcfg.seq_len,
+        seed=dcfg.seed,
+        resolution=dcfg.resolution,
+        intervention_prob=dcfg.intervention_prob,
+        render=False,
+    )
+    k = truth.shape[1]
+    train_truth = np.asarray(train.local_graphs[:, 1:], bool).reshape(-1, k, k + 1)
+    train_tokens = np.asarray(train.interventions[:, 1:], bool).reshape(-1, tokens.shape[-1])
+    constant = best_constant_graph(train_truth)
+    result: dict[str, Any] = {
+        "empty": graph_scores(np.zeros_like(truth), truth),
+        "best_constant": {**graph_scores(constant, truth), "graph": constant.tolist()},
+        "tokens_only": None,
+    }
+    if config.model.use_interventions:
+        told = tokens_only_graphs(train_truth, train_tokens, tokens)
+        result["tokens_only"] = graph_scores(told, truth)
+    return result
 
 
 def evaluate_env(
@@ -170,7 +225,7 @@ def evaluate_env(
             ).unsqueeze(0)
     ids_all = torch.full((len(data),), env_id(env), device=device, dtype=torch.long)
 
-    preds, edges, rollouts = [], [], []
+    preds, edges, scores, rollouts = [], [], [], []
     c, h = ecfg.context, ecfg.horizon
     with torch.no_grad():
         for i in range(0, len(data), ecfg.batch_size):
@@ -180,6 +235,7 @@ def evaluate_env(
             out = dyn(slots[sl], ids, inter, code)
             preds.append(out.pred.float())
             edges.append(out.edges)
+            scores.append(out.local_edge_scores()[:, :-1].cpu().numpy())
             inter_roll = None if inter is None else inter[:, : c + h]
             rollouts.append(rollout(dyn, slots[sl, :c], h, ids, inter_roll, code).float())
     pred = torch.cat(preds)
@@ -197,18 +253,18 @@ def evaluate_env(
     truth = data.local_graphs[:, 1:].astype(bool)
     flat_l = learned.reshape(-1, k, k + 1)
     flat_t = truth.reshape(-1, k, k + 1)
-    shd_local = float(np.mean(graph.shd(flat_l, flat_t, diagonal="ignore")))
-    dense = np.ones_like(flat_t)
-    shd_dense = float(np.mean(graph.shd(dense, flat_t, diagonal="ignore")))
-    empty = np.zeros_like(flat_t)
-    shd_empty = float(np.mean(graph.shd(empty, flat_t, diagonal="ignore")))
-    metrics = graph.edge_metrics(flat_l, flat_t, diagonal="ignore")
-    tp, fp, fn = (int(np.sum(getattr(metrics, f))) for f in ("tp", "fp", "fn"))
-    precision = tp / (tp + fp) if tp + fp else 1.0
-    recall = tp / (tp + fn) if tp + fn else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    own = graph_scores(flat_l, flat_t)
+    shd_local = own["shd_local"]
+    precision, recall, f1 = own["precision"], own["recall"], own["f1"]
+    shd_dense = graph_scores(np.ones_like(flat_t), flat_t)["shd_local"]
+    tokens = data.interventions[:, 1:].reshape(-1, data.interventions.shape[-1])
+    baselines = _baselines(config, env, flat_t, tokens)
     off = ~np.eye(k, k + 1, dtype=bool)
     density = float(flat_l[:, off].mean())
+    names = [str(o) for o in sim.OBJECTS][:k]
+    edge_stats = edge_report(
+        np.concatenate(scores).reshape(-1, k, k + 1), flat_l, flat_t, names, [*names, "env"]
+    )
 
     share = flat_l.mean(axis=0)
     true_global = global_graph(env)
@@ -226,7 +282,11 @@ def evaluate_env(
         mse_rollout_steps=[float(x) for x in per_step],
         shd_local=shd_local,
         shd_local_dense=shd_dense,
-        shd_local_empty=shd_empty,
+        shd_local_empty=baselines["empty"]["shd_local"],
+        shd_best_constant=baselines["best_constant"]["shd_local"],
+        shd_tokens_only=baselines["tokens_only"]["shd_local"]
+        if baselines["tokens_only"] is not None
+        else math.nan,
         shd_global=shd_global,
         precision=precision,
         recall=recall,
@@ -234,6 +294,8 @@ def evaluate_env(
         edge_density=density,
         learned_global=share.round(4).tolist(),
         true_global=true_global.tolist(),
+        baselines=baselines,
+        edges=edge_stats,
     )
     raw = {
         "data": data,
@@ -260,6 +322,8 @@ _COLUMNS = (
     ("shd_local", "SHD local", "{:.3f}"),
     ("shd_local_dense", "SHD local (complete)", "{:.3f}"),
     ("shd_local_empty", "SHD local (empty)", "{:.3f}"),
+    ("shd_best_constant", "SHD local (best constant)", "{:.3f}"),
+    ("shd_tokens_only", "SHD local (tokens only)", "{:.3f}"),
     ("shd_global", "SHD global", "{}"),
     ("f1", "F1 local", "{:.3f}"),
     ("edge_density", "edge density", "{:.3f}"),
@@ -267,13 +331,38 @@ _COLUMNS = (
 
 
 def format_markdown(results: list[EnvResult], title: str = "") -> str:
-    """The results as a markdown table."""
+    """The results as markdown: one table of scores (a row per environment), then per
+    environment a table of its local edges (AUROC, P(open | true), P(open | false))."""
     lines = [f"### {title}", ""] if title else []
     lines.append("| " + " | ".join(head for _, head, _ in _COLUMNS) + " |")
     lines.append("|" + "|".join("---" for _ in _COLUMNS) + "|")
     for r in results:
         cells = [fmt.format(getattr(r, key)) for key, _, fmt in _COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
+    for r in results:
+        if r.edges:
+            lines += ["", f"Local edges, {r.env}:", "", edge_markdown(r.edges).rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def edge_markdown(edges: dict[str, Any]) -> str:
+    """An ``edges`` report (:func:`~s2ssm.evaluation.graph_baselines.edge_report`) as a
+    markdown table: a row per local edge parent -> child."""
+
+    def cell(value: float | None, fmt: str = "{:.3f}") -> str:
+        return "n/a" if value is None else fmt.format(value)
+
+    lines = [
+        "| edge | true share | AUROC | P(open \\| true) | P(open \\| false) |",
+        "|---|---|---|---|---|",
+    ]
+    for child, row in edges.items():
+        for parent, e in row.items():
+            share = e["n_true"] / e["n"] if e["n"] else None
+            lines.append(
+                f"| {parent} -> {child} | {cell(share)} | {cell(e['auroc'])} | "
+                f"{cell(e['p_open_true'])} | {cell(e['p_open_false'])} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -284,13 +373,23 @@ def evaluate(
     envs: list[str] | None = None,
     device: str = "auto",
     out_dir: str | Path | None = None,
+    split: str = "test",
+    json_path: str | Path | None = None,
 ) -> tuple[list[EnvResult], Path]:
     """Evaluate ``checkpoint`` on ``envs`` (default ``eval.envs`` of its config, with ``--set``
-    ``overrides``); writes ``eval.json`` and ``eval.md`` into ``out_dir`` (default: the
+    ``overrides``) on the ``split`` ``"test"`` (sequences of ``eval.seed``, what tables
+    report) or ``"validation"`` (``eval.validation_seed``, where settings are chosen); writes
+    ``eval.json`` (or ``json_path``) and ``eval.md`` into ``out_dir`` (default: the
     checkpoint's run directory) and returns the results and that directory."""
+    if split not in SPLITS:
+        raise InvalidInputError(f"split must be one of {SPLITS}, got {split!r}")
     dev = select_device(device)
     model, info = load_model(checkpoint, dev)
     config = apply_overrides(info.config, overrides)
+    if split == "validation":  # score the validation sequences: the two seeds trade places
+        ecfg = config.eval
+        swapped = dataclasses.replace(ecfg, seed=ecfg.validation_seed, validation_seed=ecfg.seed)
+        config = dataclasses.replace(config, eval=swapped)
     names = list(envs) if envs else list(config.eval.envs)
     for name in names:
         env_id(name)
@@ -305,10 +404,13 @@ def evaluate(
         "step": info.step,
         "model": config.model.kind,
         "sparsity": config.sparsity.enabled,
+        "split": split,
+        "eval_seed": config.eval.seed,
         "results": [r.as_dict() for r in results],
     }
-    atomic_write_text(target / "eval.json", json.dumps(report, indent=2) + "\n")
+    json_file = Path(json_path) if json_path is not None else target / "eval.json"
+    atomic_write_text(json_file, json.dumps(report, indent=2) + "\n")
     sparsity = "on" if config.sparsity.enabled else "off"
-    title = f"{config.model.kind} (sparsity {sparsity}), step {info.step}"
+    title = f"{config.model.kind} (sparsity {sparsity}), step {info.step}, {split} split"
     atomic_write_text(target / "eval.md", format_markdown(results, title))
     return results, target

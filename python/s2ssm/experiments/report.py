@@ -26,10 +26,13 @@ from s2ssm.files import atomic_write_text, write_json
 from s2ssm.sim import OBJECTS
 
 __all__ = [
+    "KEY_EDGES",
     "METRICS",
     "OCCLUSION_METRICS",
     "PHASE_TITLES",
     "aggregate",
+    "edge_metric",
+    "edge_table",
     "format_mean_std",
     "hardware",
     "markdown_tables",
@@ -41,6 +44,26 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The local edges whose AUROC the report tables show, as (parent, child): the interactions
+#: (ball -> paddles, paddles -> ball on a collision, ball -> score on a point) and the
+#: environment / intervention token's edges.
+KEY_EDGES: tuple[tuple[str, str], ...] = (
+    ("ball", "left_paddle"),
+    ("ball", "right_paddle"),
+    ("left_paddle", "ball"),
+    ("right_paddle", "ball"),
+    ("ball", "score"),
+    ("env", "left_paddle"),
+    ("env", "right_paddle"),
+    ("env", "ball"),
+)
+
+
+def edge_metric(parent: str, child: str) -> str:
+    """The flat metric name of a local edge's AUROC in aggregated rows."""
+    return f"auroc__{parent}__{child}"
+
+
 #: Metrics aggregated over seeds (those of :class:`s2ssm.evaluation.metrics.EnvResult`).
 METRICS: tuple[str, ...] = (
     "mse_1step",
@@ -50,9 +73,13 @@ METRICS: tuple[str, ...] = (
     "mse_rollout",
     "shd_local",
     "shd_local_dense",
+    "shd_local_empty",
+    "shd_best_constant",
+    "shd_tokens_only",
     "shd_global",
     "f1",
     "edge_density",
+    *(edge_metric(parent, child) for parent, child in KEY_EDGES),
 )
 #: Metrics of the occlusion units (see :mod:`s2ssm.evaluation.occlusion`), aggregated the same way.
 OCCLUSION_METRICS: tuple[str, ...] = (
@@ -91,15 +118,21 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var)
 
 
-def _with_floor_ratio(rec: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``rec`` plus ``mse_over_floor`` = mse_1step / mse_floor where both are there: each seed
+def _derived(rec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``rec`` plus ``mse_over_floor`` = mse_1step / mse_floor where both are there (each seed
     has its own VAE, so raw MSEs of different seeds live in different slot scales and only
-    their ratio to the seed's floor averages meaningfully."""
-    if "mse_1step" not in rec or "mse_floor" not in rec:
-        return rec
-    floor = float(rec["mse_floor"])
-    ratio = float(rec["mse_1step"]) / floor if floor > 0 else math.nan
-    return {**rec, "mse_over_floor": ratio}
+    their ratio to the seed's floor averages meaningfully) and the AUROC of every
+    :data:`KEY_EDGES` edge (nan where the record has none or it is undefined)."""
+    out = dict(rec)
+    if "mse_1step" in rec and "mse_floor" in rec:
+        floor = float(rec["mse_floor"])
+        out["mse_over_floor"] = float(rec["mse_1step"]) / floor if floor > 0 else math.nan
+    edges = rec.get("edges")
+    if isinstance(edges, Mapping):
+        for parent, child in KEY_EDGES:
+            value = edges.get(child, {}).get(parent, {}).get("auroc")
+            out[edge_metric(parent, child)] = math.nan if value is None else float(value)
+    return out
 
 
 def aggregate(
@@ -114,9 +147,7 @@ def aggregate(
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for rec in records:
         if rec.get("kind") in phases:
-            groups.setdefault((rec["kind"], rec["env"], rec["model"]), []).append(
-                _with_floor_ratio(rec)
-            )
+            groups.setdefault((rec["kind"], rec["env"], rec["model"]), []).append(_derived(rec))
     order = {p: i for i, p in enumerate(phases)}
     rows = []
     for (phase, env, model), recs in sorted(
@@ -148,13 +179,49 @@ def format_mean_std(mean: float, std: float, n: int, digits: int = 3, sci: bool 
     return fmt.format(mean) if n <= 1 else f"{fmt.format(mean)} ± {fmt.format(std)}"
 
 
+_BASELINE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("empty", "shd_local_empty"),
+    ("best constant", "shd_best_constant"),
+    ("tokens only", "shd_tokens_only"),
+)
+
+
+def edge_table(rows: Sequence[Mapping[str, Any]], models: Sequence[str]) -> str:
+    """The AUROC of the :data:`KEY_EDGES` (each model's edge scores against the true local
+    edges) as markdown: a row per (phase, environment, model); ``n/a`` where the edge never
+    or always holds in the truth, or the model has no scores for it."""
+    if not rows:
+        return ""
+    head = ["phase", "env", "model", *(f"{p} -> {c}" for p, c in KEY_EDGES)]
+    lines = [
+        "### Local edges: AUROC of the edge scores against the true edges",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    rank = {m: i for i, m in enumerate(models)}
+    order = {p: i for i, p in enumerate(PHASES)}
+    for r in sorted(
+        rows,
+        key=lambda r: (order.get(r["phase"], 99), r["env"], rank.get(r["model"], 99)),
+    ):
+        cells = [r["phase"], r["env"], r["model"]]
+        for parent, child in KEY_EDGES:
+            metric = edge_metric(parent, child)
+            cells.append(format_mean_std(r[f"{metric}_mean"], r[f"{metric}_std"], r["n"], 2))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Mean ± sample std over seeds; 0.5 is chance, 1 a perfect ranking.", ""]
+    return "\n".join(lines)
+
+
 def markdown_tables(
     rows: Sequence[Mapping[str, Any]],
     models: Sequence[str],
     envs_by_phase: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """One markdown table per phase: a row per environment, MSE, MSE / floor and SHD columns per
-    model."""
+    model, then the SHD of the graphs that need no model (empty, best constant, tokens only;
+    :mod:`s2ssm.evaluation.graph_baselines`), the same for every model."""
     out = []
     for phase in PHASES:
         phase_rows = [r for r in rows if r["phase"] == phase]
@@ -166,6 +233,7 @@ def markdown_tables(
         header = ["env"] + [
             f"{m} {metric}" for m in models for metric in ("MSE", "MSE / floor", "SHD")
         ]
+        header += [f"SHD {name}" for name, _ in _BASELINE_COLUMNS]
         lines = [
             f"### {PHASE_TITLES[phase]}",
             "",
@@ -185,6 +253,13 @@ def markdown_tables(
                     cells.append(format_mean_std(*mse, sci=True))
                     cells.append(format_mean_std(*ratio, digits=2))
                     cells.append(format_mean_std(*shd, digits=2))
+            found = [by_key[(env, m)] for m in models if (env, m) in by_key]
+            for _, metric in _BASELINE_COLUMNS:
+                if not found:
+                    cells.append("—")
+                    continue
+                r = found[0]
+                cells.append(format_mean_std(r[f"{metric}_mean"], r[f"{metric}_std"], r["n"], 2))
             lines.append("| " + " | ".join(cells) + " |")
         seeds = sorted({s for r in phase_rows for s in r["seeds"]})
         lines += ["", f"Seeds: {seeds}; mean ± sample std (ddof = 1) over seeds.", ""]
@@ -300,6 +375,7 @@ def write_results(
             "column included, self-loops ignored.",
             "",
             markdown_tables(rows, protocol.models, envs),
+            edge_table(rows, protocol.models),
             occlusion_table(occ_rows, protocol.models),
             occlusion_table(
                 occ_ft_rows,

@@ -38,6 +38,7 @@ from __future__ import annotations
 from s2ssm.models.blocks import CausalTimeAttention, SlotSSMBlock
 from s2ssm.models.causal_graph import (
     adjacency_layers,
+    local_edge_scores,
     local_graph_from_edges,
     path_count_matrix,
     path_penalty,
@@ -64,6 +65,7 @@ __all__ = [
     "dynamics_loss",
     "fit_env_code",
     "image_moments",
+    "local_edge_scores",
     "local_graph_from_edges",
     "object_images",
     "open_probability_shift",

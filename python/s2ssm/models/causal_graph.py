@@ -8,7 +8,13 @@ from torch import Tensor
 
 from s2ssm.errors import InvalidInputError
 
-__all__ = ["adjacency_layers", "local_graph_from_edges", "path_count_matrix", "path_penalty"]
+__all__ = [
+    "adjacency_layers",
+    "local_edge_scores",
+    "local_graph_from_edges",
+    "path_count_matrix",
+    "path_penalty",
+]
 
 
 def adjacency_layers(per_layer: Tensor) -> Tensor:
@@ -58,3 +64,14 @@ def local_graph_from_edges(edges: Tensor) -> Tensor:
     k = edges.shape[-2]
     eye = torch.eye(counts.shape[-1], dtype=counts.dtype, device=counts.device)
     return ((counts - eye) > 0)[..., :k, :]
+
+
+def local_edge_scores(gate_probs: Tensor) -> Tensor:
+    """Edge scores of the local graphs (..., K, K + 1) from per-layer gate probabilities
+    (..., L, K, K + 1): the expected number of causal paths from each parent slot to each child
+    object, Ā - I with every edge weighted by its probability (the gate probability itself for
+    one layer), in float64. Ranks the transitions by how likely each local edge is."""
+    counts = path_count_matrix(adjacency_layers(gate_probs.to(torch.float64)))
+    k = gate_probs.shape[-2]
+    eye = torch.eye(counts.shape[-1], dtype=counts.dtype, device=counts.device)
+    return (counts - eye)[..., :k, :]

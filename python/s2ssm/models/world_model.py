@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from s2ssm.config import Config, ModelConfig
 from s2ssm.errors import InvalidInputError
 from s2ssm.models.blocks import SlotSSMBlock
-from s2ssm.models.causal_graph import local_graph_from_edges
+from s2ssm.models.causal_graph import local_edge_scores, local_graph_from_edges
 from s2ssm.models.environment import EnvironmentSlot
 from s2ssm.models.gates import open_probability_shift
 from s2ssm.models.vae import ObjectVAE, compose_frame, object_images
@@ -41,6 +41,12 @@ class DynamicsOutput:
     def local_graphs(self) -> Tensor:
         """(B, T, K, K + 1) bool: the learned local graph of each transition t -> t + 1."""
         return local_graph_from_edges(self.edges)
+
+    def local_edge_scores(self) -> Tensor:
+        """(B, T, K, K + 1) float64: how likely each local edge is, the expected path count
+        from the gate probabilities of the evaluation rule, sigmoid(logit)
+        (:func:`~s2ssm.models.causal_graph.local_edge_scores`)."""
+        return local_edge_scores(torch.sigmoid(self.gate_logits))
 
 
 class SlotDynamics(nn.Module):
