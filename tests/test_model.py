@@ -19,6 +19,7 @@ from s2ssm.models import (
     S2SSM,
     EdgeGate,
     LambdaSchedule,
+    MLPEdgeGate,
     ObjectVAE,
     SlotDynamics,
     adjacency_layers,
@@ -193,6 +194,99 @@ def test_hard_concrete_gate_is_clipped_and_open_with_the_shifted_probability(
     )
     gate.sum().backward()
     assert logits.grad is not None and (logits.grad >= 0).all() and logits.grad.sum() > 0
+
+
+def test_clip_gradient_keeps_the_gate_and_passes_the_gradient_of_clipped_samples() -> None:
+    logits = torch.full((4000, 3), 3.0).requires_grad_(True)  # mostly clipped at 1
+    torch.manual_seed(1)
+    _, edges, gate = sample_edges(
+        logits, mode="hard_concrete", temperature=0.5, training=True, threshold=0.5
+    )
+    torch.manual_seed(1)
+    _, edges_st, gate_st = sample_edges(
+        logits,
+        mode="hard_concrete",
+        temperature=0.5,
+        training=True,
+        threshold=0.5,
+        clip_gradient=True,
+    )
+    assert gate is not None and gate_st is not None
+    assert torch.equal(edges, edges_st) and torch.equal(gate, gate_st)  # same values
+    clipped = gate.detach() == 1
+    assert clipped.float().mean() > 0.5
+    (grad,) = torch.autograd.grad(gate.sum(), logits)
+    (grad_st,) = torch.autograd.grad(gate_st.sum(), logits)
+    assert (grad[clipped] == 0).all()  # the clip blocks it
+    # straight through: the unclipped gate's gradient, sigmoid'(y) > 0 (up to float32
+    # underflow far out in the tail of the noise)
+    assert (grad_st[clipped] >= 0).all() and (grad_st[clipped] > 0).float().mean() > 0.9
+    inside = (gate.detach() > 0) & (gate.detach() < 1)
+    torch.testing.assert_close(grad_st[inside], grad[inside])
+
+
+def test_evaluation_rule_open_probability_uses_the_training_shift() -> None:
+    shift = open_probability_shift("hard_concrete", 0.5)
+    logits = torch.tensor([-3.0, -1.5, -1.0, 0.0, 2.0])
+    _, plain, _ = sample_edges(
+        logits, mode="hard_concrete", temperature=0.5, training=False, threshold=0.5
+    )
+    _, shifted, _ = sample_edges(
+        logits,
+        mode="hard_concrete",
+        temperature=0.5,
+        training=False,
+        threshold=0.5,
+        eval_shift=shift,
+    )
+    assert plain.tolist() == [False, False, False, False, True]
+    assert shifted.tolist() == (torch.sigmoid(logits + shift) > 0.5).tolist()
+    assert shifted.tolist() == [False, False, True, True, True]  # shift = 0.5 log 11 = 1.2
+
+
+def test_mlp_edge_gate_is_an_mlp_over_the_pair_and_its_difference() -> None:
+    gate = MLPEdgeGate(D, K, K + 1, init_bias=1.0, hidden=6)
+    x, y = torch.randn(5, K, D), torch.randn(5, K + 1, D)
+    z, overshoot = gate(x, y)
+    assert z.shape == (5, K, K + 1) and overshoot is None
+    # the reference: one hidden layer over the concatenation (x_i, y_j, x_i - y_j)
+    w1 = torch.cat([gate.child.weight, gate.parent.weight, gate.diff.weight], dim=1)
+    for b in range(5):
+        for i in range(K):
+            for j in range(K + 1):
+                pair = torch.cat([x[b, i], y[b, j], x[b, i] - y[b, j]])
+                hidden = torch.nn.functional.gelu(w1 @ pair + gate.child.bias)
+                want = gate.out.weight[0] @ hidden + gate.bias[i, j]
+                torch.testing.assert_close(z[b, i, j], want, atol=1e-5, rtol=1e-5)
+    # state dependent from the start: the spread over pairs is not negligible next to the bias
+    assert z.std() > 0.05
+    bounded, over = MLPEdgeGate(D, K, K + 1, init_bias=1.0, bound=0.5)(x, y)
+    assert over is not None and bounded.abs().max() <= 0.5
+
+
+@pytest.mark.parametrize("rule", ["logit", "open_probability"])
+def test_dynamics_with_the_mlp_gate_and_clip_gradient_train(rule: str) -> None:
+    cfg = small_model_config(gate_scorer="mlp", gate_clip_gradient=True, edge_rule=rule)
+    model = SlotDynamics(cfg, latent_dim=D)
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    slots = torch.randn(3, 7, K, D)
+    out = model(slots, torch.tensor([0, 3, 10]))
+    loss, _ = dynamics_loss(out, slots, lam=0.1)
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    model.eval()
+    with torch.no_grad():
+        ev = model(slots, torch.tensor([0, 3, 10]))
+    shift = out.open_shift if rule == "open_probability" else 0.0
+    assert ev.eval_shift == shift
+    probs = torch.sigmoid(ev.gate_logits + shift)
+    off = ~torch.eye(K, K + 1, dtype=torch.bool)
+    assert torch.equal(ev.edges[..., off], (probs > 0.5)[..., off])
+    with pytest.raises(InvalidInputError, match="gate_scorer"):
+        Config(model=small_model_config(gate_scorer="attention"))
+    with pytest.raises(InvalidInputError, match="edge_rule"):
+        Config(model=small_model_config(edge_rule="vote"))
 
 
 def test_bounded_gate_logits_stay_inside_the_bound_and_keep_their_order() -> None:

@@ -114,7 +114,14 @@ class ModelConfig:
     gate_init_bias: float = 3.0  # initial gate logit: edges start open (p = sigmoid(3) = 0.95)
     gate_logit_bound: float = 4.0  # > 0: gate logits soft-clipped to +-bound (EdgeGate docs)
     gate_logit_decay: float = 1e-3  # weight of the squared overshoot past the bound (loss term)
+    # "bilinear": z = <Wq x_i, Wk y_j> / sqrt(d) + b; "mlp": an MLP over (x_i, y_j, x_i - y_j)
+    gate_scorer: str = "bilinear"
+    # hard concrete: the clip at 0 / 1 passes the gradient straight through (gates docs)
+    gate_clip_gradient: bool = False
     edge_threshold: float = 0.5  # gate probability above which an edge exists at evaluation
+    # "logit": an evaluation edge where sigmoid(z) > edge_threshold; "open_probability": where
+    # the probability that a training sample is open, sigmoid(z + shift), is (one rule for both)
+    edge_rule: str = "logit"
     # false: the environment slot is no parent (no env edges), for a single environment
     # without intervention tokens, where it is a constant and carries no information
     env_parent: bool = True
@@ -199,6 +206,8 @@ _CHOICES = {
     ("model", "kind"): ("ssm", "transformer"),
     ("model", "gate"): ("straight_through", "relaxed", "hard_concrete"),
     ("model", "gate_gradient"): ("message", "mask"),
+    ("model", "gate_scorer"): ("bilinear", "mlp"),
+    ("model", "edge_rule"): ("logit", "open_probability"),
     ("model", "backend"): ("", "reference", "triton"),
 }
 _POSITIVE = {

@@ -44,7 +44,13 @@ from s2ssm.models.causal_graph import (
     path_penalty,
 )
 from s2ssm.models.environment import EnvironmentSlot
-from s2ssm.models.gates import NEG_MASK, EdgeGate, open_probability_shift, sample_edges
+from s2ssm.models.gates import (
+    NEG_MASK,
+    EdgeGate,
+    MLPEdgeGate,
+    open_probability_shift,
+    sample_edges,
+)
 from s2ssm.models.sparsity import LambdaSchedule, dynamics_loss
 from s2ssm.models.vae import ObjectVAE, compose_frame, image_moments, object_images
 from s2ssm.models.world_model import S2SSM, DynamicsOutput, SlotDynamics, fit_env_code, rollout
@@ -57,6 +63,7 @@ __all__ = [
     "EdgeGate",
     "EnvironmentSlot",
     "LambdaSchedule",
+    "MLPEdgeGate",
     "ObjectVAE",
     "SlotDynamics",
     "SlotSSMBlock",

@@ -19,7 +19,13 @@ from torch import Tensor, nn
 
 from s2ssm.config import ModelConfig
 from s2ssm.errors import InvalidInputError
-from s2ssm.models.gates import NEG_MASK, EdgeGate, sample_edges
+from s2ssm.models.gates import (
+    NEG_MASK,
+    EdgeGate,
+    MLPEdgeGate,
+    open_probability_shift,
+    sample_edges,
+)
 
 __all__ = ["CausalTimeAttention", "SlotSSMBlock"]
 
@@ -75,7 +81,11 @@ class SlotSSMBlock(nn.Module):
             self.temporal = CausalTimeAttention(d, cfg.num_heads, cfg.max_len)
         self.norm_query = nn.LayerNorm(d)
         self.norm_key = nn.LayerNorm(d)
-        self.gate = EdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
+        self.gate: EdgeGate | MLPEdgeGate
+        if cfg.gate_scorer == "mlp":
+            self.gate = MLPEdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
+        else:
+            self.gate = EdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
         self.attention = s2nn.SlotAttention(d, num_heads=cfg.num_heads, backend=backend)
         # A constant per child object added to the attention output: the "no parent" message.
         # Without it an always-open edge from a constant slot (the environment token when one
@@ -90,6 +100,13 @@ class SlotSSMBlock(nn.Module):
         self.gate_gradient = cfg.gate_gradient
         self.temperature = cfg.gate_temperature
         self.threshold = cfg.edge_threshold
+        self.clip_gradient = cfg.gate_clip_gradient
+        # "open_probability": an evaluation edge is one open in most training samples
+        self.eval_shift = (
+            open_probability_shift(cfg.gate, cfg.gate_temperature)
+            if cfg.edge_rule == "open_probability"
+            else 0.0
+        )
         self.register_buffer("self_edges", torch.eye(k, k + 1, dtype=torch.bool), persistent=False)
         self.self_mask = 0.0 if cfg.attend_self else NEG_MASK
         self.env_parent = cfg.env_parent
@@ -121,6 +138,8 @@ class SlotSSMBlock(nn.Module):
             training=self.training,
             threshold=self.threshold,
             gradient=self.gate_gradient,
+            clip_gradient=self.clip_gradient,
+            eval_shift=self.eval_shift,
         )
         self_edges: Tensor = self.self_edges  # type: ignore[assignment]
         mask = mask.masked_fill(self_edges, self.self_mask)  # own slot: the residual path

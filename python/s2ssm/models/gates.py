@@ -41,6 +41,7 @@ __all__ = [
     "HARD_CONCRETE_ZETA",
     "NEG_MASK",
     "EdgeGate",
+    "MLPEdgeGate",
     "open_probability_shift",
     "sample_edges",
 ]
@@ -93,6 +94,45 @@ class EdgeGate(nn.Module):
         return self.bound * torch.tanh(z / self.bound), (z.abs() - self.bound).clamp(min=0.0)
 
 
+class MLPEdgeGate(nn.Module):
+    """Gate logits from an MLP over each (child, parent) pair: z[i, j] = w . GELU(A x_i + B y_j
+    + C (x_i - y_j) + c) + b[i, j], i.e. a one-hidden-layer MLP over (x_i, y_j, x_i - y_j),
+    plus a per-edge bias. With a hidden layer the logit can respond to a conjunction of the
+    two states ("the ball is near this paddle and moving towards it"), which the bilinear
+    score of :class:`EdgeGate` (one inner product) cannot; its output starts at the scale of a
+    unit-variance logit, so the static bias does not dominate it from the start. Same
+    ``bound`` and overshoot as :class:`EdgeGate`."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_children: int,
+        num_parents: int,
+        init_bias: float,
+        bound: float = 0.0,
+        hidden: int = 0,
+    ):
+        super().__init__()
+        hidden = hidden or d_model
+        self.bound = bound
+        self.child = nn.Linear(d_model, hidden)
+        self.parent = nn.Linear(d_model, hidden, bias=False)
+        self.diff = nn.Linear(d_model, hidden, bias=False)
+        self.out = nn.Linear(hidden, 1, bias=False)
+        self.bias = nn.Parameter(torch.full((num_children, num_parents), float(init_bias)))
+
+    def forward(self, children: Tensor, parents: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(B*, K, d) and (B*, K + 1, d) -> logits (B*, K, K + 1) in float32, and the overshoot
+        past the bound (None without a bound), as :meth:`EdgeGate.forward`."""
+        c = children.float().unsqueeze(-2)  # (B*, K, 1, d)
+        p = parents.float().unsqueeze(-3)  # (B*, 1, K + 1, d)
+        hid = F.gelu(self.child(c) + self.parent(p) + self.diff(c - p))  # (B*, K, K + 1, h)
+        z = self.out(hid).squeeze(-1) + self.bias
+        if self.bound <= 0:
+            return z, None
+        return self.bound * torch.tanh(z / self.bound), (z.abs() - self.bound).clamp(min=0.0)
+
+
 # Hard concrete (Louizos et al., 2018): the binary concrete sample stretched to (GAMMA, ZETA)
 # and clipped to [0, 1], so that a share of the samples is exactly 0 (closed) or 1.
 HARD_CONCRETE_GAMMA = -0.1
@@ -116,6 +156,8 @@ def sample_edges(
     training: bool,
     threshold: float,
     gradient: str = "mask",
+    clip_gradient: bool = False,
+    eval_shift: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Edges from gate logits: returns (additive log-mask, binary edges, message gate), the first
     two shaped as logits, the gate None unless the attention must scale each edge's message
@@ -135,8 +177,14 @@ def sample_edges(
       the open edges and multiplies each open edge's message by g, the gradient flowing
       through g (exact for the sampled relaxation).
 
-    Evaluation (``training=False``): edges = ``sigmoid(z) > threshold``, deterministic, mask as
-    in the straight-through forward pass, no gate.
+      With ``clip_gradient`` the clip passes the gradient straight through (the value is the
+      clipped gate, the gradient that of the unclipped one): a gate clipped at 1 still learns
+      what its message is worth (a closed gate's message is masked out either way).
+
+    Evaluation (``training=False``): edges = ``sigmoid(z + eval_shift) > threshold``,
+    deterministic, mask as in the straight-through forward pass, no gate. ``eval_shift`` =
+    :func:`open_probability_shift` makes the evaluation edge "open in most training
+    samples", the rule training uses; 0 keeps ``sigmoid(z) > threshold``.
     """
     if mode not in ("straight_through", "relaxed", "hard_concrete"):
         raise InvalidInputError(
@@ -145,15 +193,18 @@ def sample_edges(
     if gradient not in ("mask", "message"):
         raise InvalidInputError(f"gradient must be 'mask' or 'message', got {gradient!r}")
     if not training:
-        edges = torch.sigmoid(logits) > threshold
+        edges = torch.sigmoid(logits + eval_shift) > threshold
         mask = torch.where(edges, 0.0, NEG_MASK).to(logits.dtype)
         return mask, edges, None
     u = torch.rand_like(logits).clamp(1e-6, 1.0 - 1e-6)
     y = (logits + torch.log(u) - torch.log1p(-u)) / temperature
     if mode == "hard_concrete":
         stretched = torch.sigmoid(y) * (HARD_CONCRETE_ZETA - HARD_CONCRETE_GAMMA)
-        gate = (stretched + HARD_CONCRETE_GAMMA).clamp(0.0, 1.0)
+        raw = stretched + HARD_CONCRETE_GAMMA
+        gate = raw.clamp(0.0, 1.0)
         edges = gate > 0
+        if clip_gradient:
+            gate = raw + (gate - raw).detach()
         return torch.where(edges, 0.0, NEG_MASK).to(logits.dtype), edges, gate
     edges = y > 0
     if mode == "relaxed":

@@ -29,6 +29,7 @@ class DynamicsOutput:
     gate_logits: Tensor  # (B, T, L, K, K + 1), float32
     edges: Tensor  # (B, T, L, K, K + 1) bool: the edges this pass used (sampled or thresholded)
     open_shift: float = 0.0  # see open_probability_shift
+    eval_shift: float = 0.0  # the shift of the evaluation rule (model.edge_rule)
     # gate_logit_decay x the squared overshoot of the gate logits past their bound: keeps the
     # logits where the bound's tanh still passes a gradient (a loss term, see dynamics_loss)
     logit_decay: Tensor | float = 0.0
@@ -44,9 +45,9 @@ class DynamicsOutput:
 
     def local_edge_scores(self) -> Tensor:
         """(B, T, K, K + 1) float64: how likely each local edge is, the expected path count
-        from the gate probabilities of the evaluation rule, sigmoid(logit)
+        from the gate probabilities of the evaluation rule, sigmoid(logit + eval_shift)
         (:func:`~s2ssm.models.causal_graph.local_edge_scores`)."""
-        return local_edge_scores(torch.sigmoid(self.gate_logits))
+        return local_edge_scores(torch.sigmoid(self.gate_logits + self.eval_shift))
 
 
 class SlotDynamics(nn.Module):
@@ -94,6 +95,7 @@ class SlotDynamics(nn.Module):
             torch.stack(logits, dim=2),
             torch.stack(edges, dim=2),
             open_shift=shift,
+            eval_shift=shift if self.cfg.edge_rule == "open_probability" else 0.0,
             logit_decay=self.cfg.gate_logit_decay * drift,
         )
 
