@@ -119,7 +119,7 @@ def test_eval_command_writes_markdown_and_json(
 
 
 def test_eval_json_has_the_baselines_and_edges_under_stable_keys(
-    run_dir: Path, tmp_path: Path
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = tmp_path / "somewhere" / "scores.json"
     args = ["eval", str(run_dir), "--out", str(tmp_path), "--json", str(target)]
@@ -145,6 +145,15 @@ def test_eval_json_has_the_baselines_and_edges_under_stable_keys(
     assert cli(["eval", str(run_dir), "--out", str(tmp_path)]) == 0
     test = json.loads((tmp_path / "eval.json").read_text())
     assert test["split"] == "test" and test["eval_seed"] != report["eval_seed"]
+    # side by side: a row per report, labelled by its directory
+    capsys.readouterr()
+    assert cli(["eval-table", str(target), str(tmp_path / "eval.json")]) == 0
+    rows = [li for li in capsys.readouterr().out.splitlines() if li.startswith("| ")]
+    assert rows[1].startswith("| somewhere | validation | neutral |")
+    assert rows[2].startswith(f"| {tmp_path.name} | test | neutral |")
+    assert f"| {r['shd_local']:.3f} | {r['shd_local_empty']:.3f} |" in rows[1]
+    with pytest.raises(InvalidInputError, match=r"not a readable eval\.json"):
+        cli(["eval-table", str(tmp_path / "missing.json")])
 
 
 def test_eval_rejects_unknown_environments_and_checkpoints(run_dir: Path, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""``s2ssm train``, ``s2ssm eval`` and ``s2ssm plot``: train a world model into a run
-directory, score a checkpoint per environment, draw its figures."""
+"""``s2ssm train``, ``s2ssm eval``, ``s2ssm eval-table`` and ``s2ssm plot``: train a world
+model into a run directory, score a checkpoint per environment, put several scores side by
+side, draw its figures."""
 
 from __future__ import annotations
 
@@ -42,6 +43,23 @@ def _run_eval(args: argparse.Namespace) -> int:
     )
     sys.stdout.write(format_markdown(results))
     log.info("wrote %s and %s", args.json or target / "eval.json", target / "eval.md")
+    return 0
+
+
+def _run_eval_table(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from s2ssm.errors import InvalidInputError
+    from s2ssm.evaluation.metrics import eval_table
+
+    reports = []
+    for name in args.reports:
+        path = Path(name)
+        try:
+            reports.append((path.parent.name or str(path), json.loads(path.read_text("utf-8"))))
+        except (OSError, ValueError) as error:
+            raise InvalidInputError(f"{name}: not a readable eval.json ({error})") from None
+    sys.stdout.write(eval_table(reports))
     return 0
 
 
@@ -98,6 +116,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.set_defaults(run=_run_eval)
+
+    p = subparsers.add_parser(
+        "eval-table",
+        help="several eval.json reports side by side (markdown)",
+        description="Print a markdown table of eval.json files: a row per run and environment, "
+        "the learned graph beside the empty and best constant graphs, per-edge AUROC.",
+    )
+    p.add_argument("reports", nargs="+", metavar="EVAL_JSON")
+    p.set_defaults(run=_run_eval_table)
 
     p = subparsers.add_parser(
         "plot",

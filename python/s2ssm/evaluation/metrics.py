@@ -37,6 +37,7 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ from s2ssm.training.trainer import select_device
 
 __all__ = [
     "SPLITS",
+    "TABLE_EDGES",
     "EnvResult",
     "edge_markdown",
     "encode_sequences",
@@ -363,6 +365,47 @@ def edge_markdown(edges: dict[str, Any]) -> str:
                 f"| {parent} -> {child} | {cell(share)} | {cell(e['auroc'])} | "
                 f"{cell(e['p_open_true'])} | {cell(e['p_open_false'])} |"
             )
+    return "\n".join(lines) + "\n"
+
+
+#: The local edges of :func:`eval_table`, as (parent, child).
+TABLE_EDGES: tuple[tuple[str, str], ...] = (
+    ("ball", "left_paddle"),
+    ("ball", "right_paddle"),
+    ("left_paddle", "ball"),
+    ("right_paddle", "ball"),
+    ("ball", "score"),
+)
+
+
+def eval_table(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """Several ``eval.json`` reports (label, parsed JSON) side by side as markdown: a row per
+    (report, environment) with MSE against the floor and the copy baseline, the local SHD
+    against the empty and best constant graphs, F1, edge density, and per edge of
+    :data:`TABLE_EDGES` its AUROC and P(open | true) / P(open | false)."""
+
+    def num(value: Any, fmt: str) -> str:
+        return "n/a" if value is None or value != value else fmt.format(value)
+
+    head = ["run", "split", "env", "MSE", "MSE / floor", "MSE copy", "SHD local", "SHD empty"]
+    head += ["SHD best constant", "F1", "edge density"]
+    head += [f"{p} -> {c} AUROC, P(open \\| true / false)" for p, c in TABLE_EDGES]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, report in reports:
+        for r in report["results"]:
+            floor = r["mse_floor"]
+            cells = [label, str(report.get("split", "test")), r["env"]]
+            cells += [num(r["mse_1step"], "{:.2e}"), num(r["mse_1step"] / floor, "{:.2f}")]
+            cells += [num(r["mse_copy"], "{:.2e}"), num(r["shd_local"], "{:.3f}")]
+            cells += [num(r["shd_local_empty"], "{:.3f}"), num(r["shd_best_constant"], "{:.3f}")]
+            cells += [num(r["f1"], "{:.3f}"), num(r["edge_density"], "{:.3f}")]
+            for parent, child in TABLE_EDGES:
+                e = r["edges"][child][parent]
+                cells.append(
+                    f"{num(e['auroc'], '{:.2f}')}, {num(e['p_open_true'], '{:.2f}')} / "
+                    f"{num(e['p_open_false'], '{:.3f}')}"
+                )
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -31,6 +31,15 @@ Attention" (arXiv 2505.02074). One file per part, read in this order:
 
 Imports flow down this list (a part imports only parts above it); a new baseline is a new file
 here, built from these parts.
+
+Gate options measured for locality (``docs/results.md``, "Gate options"; validation split,
+first experiment): ``model.gate_scorer = "mlp"`` (an MLP over the pair instead of one inner
+product), ``model.gate_clip_gradient`` (the hard-concrete clip passes the gradient straight
+through) and ``model.edge_rule = "open_probability"`` (evaluation edges = open in most training
+samples). None is the default: none made the learned local graphs beat the best constant
+graph, the clip gradient changed the SHD by less than the seed does, and the other two made it
+worse (the MLP kept ball -> paddle open but opened paddle -> ball on more transitions without
+a collision; the shifted evaluation rule opens every gate whose logit sits in (-1.2, 0)).
 """
 
 from __future__ import annotations
