@@ -42,6 +42,7 @@ __all__ = [
     "NEG_MASK",
     "EdgeGate",
     "MLPEdgeGate",
+    "bound_logits",
     "open_probability_shift",
     "sample_edges",
 ]
@@ -51,6 +52,14 @@ __all__ = [
 # to the plain softmax over the closed edges (a leak); both attention paths give an all -inf row
 # zero weights, a zero output and zero gradients.
 NEG_MASK = float("-inf")
+
+
+def bound_logits(z: Tensor, bound: float) -> tuple[Tensor, Tensor | None]:
+    """``(bound x tanh(z / bound), max(|z| - bound, 0))``: the soft-clipped logits and how far
+    ``z`` overshoots the bound (:class:`EdgeGate`); ``(z, None)`` when ``bound`` <= 0."""
+    if bound <= 0:
+        return z, None
+    return bound * torch.tanh(z / bound), (z.abs() - bound).clamp(min=0.0)
 
 
 class EdgeGate(nn.Module):
@@ -89,9 +98,7 @@ class EdgeGate(nn.Module):
         q = self.query(children).float()
         k = self.key(parents).float()
         z = q @ k.transpose(-1, -2) * self.scale + self.bias
-        if self.bound <= 0:
-            return z, None
-        return self.bound * torch.tanh(z / self.bound), (z.abs() - self.bound).clamp(min=0.0)
+        return bound_logits(z, self.bound)
 
 
 class MLPEdgeGate(nn.Module):
@@ -128,9 +135,7 @@ class MLPEdgeGate(nn.Module):
         p = parents.float().unsqueeze(-3)  # (B*, 1, K + 1, d)
         hid = F.gelu(self.child(c) + self.parent(p) + self.diff(c - p))  # (B*, K, K + 1, h)
         z = self.out(hid).squeeze(-1) + self.bias
-        if self.bound <= 0:
-            return z, None
-        return self.bound * torch.tanh(z / self.bound), (z.abs() - self.bound).clamp(min=0.0)
+        return bound_logits(z, self.bound)
 
 
 # Hard concrete (Louizos et al., 2018): the binary concrete sample stretched to (GAMMA, ZETA)
