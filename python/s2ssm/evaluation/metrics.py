@@ -67,6 +67,7 @@ __all__ = [
     "EnvResult",
     "edge_markdown",
     "encode_sequences",
+    "eval_table",
     "evaluate",
     "evaluate_env",
     "format_markdown",
@@ -368,7 +369,8 @@ def edge_markdown(edges: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: The local edges of :func:`eval_table`, as (parent, child).
+#: The local edges of :func:`eval_table`, as (parent, child): the interactions of Pong (the
+#: report of :mod:`s2ssm.experiments.report` adds the environment's edges).
 TABLE_EDGES: tuple[tuple[str, str], ...] = (
     ("ball", "left_paddle"),
     ("ball", "right_paddle"),

@@ -19,6 +19,7 @@ import torch
 
 from s2ssm.config import Config, config_to_dict
 from s2ssm.errors import InvalidInputError
+from s2ssm.evaluation.metrics import TABLE_EDGES
 from s2ssm.evaluation.plots import save_figure
 from s2ssm.experiments.protocol import PHASES, Protocol, plan_units, protocol_to_dict
 from s2ssm.experiments.rundir import RunDirectory
@@ -48,11 +49,7 @@ log = logging.getLogger(__name__)
 #: (ball -> paddles, paddles -> ball on a collision, ball -> score on a point) and the
 #: environment / intervention token's edges.
 KEY_EDGES: tuple[tuple[str, str], ...] = (
-    ("ball", "left_paddle"),
-    ("ball", "right_paddle"),
-    ("left_paddle", "ball"),
-    ("right_paddle", "ball"),
-    ("ball", "score"),
+    *TABLE_EDGES,
     ("env", "left_paddle"),
     ("env", "right_paddle"),
     ("env", "ball"),
