@@ -449,12 +449,23 @@ def test_dynamics_are_causal_in_time(kind: str) -> None:
     assert not torch.allclose(a[:, 5:], b[:, 5:])
 
 
-@pytest.mark.parametrize("gate", ["straight_through", "hard_concrete"])
+@pytest.mark.parametrize(
+    ("gate", "message"),
+    [("straight_through", "attention"), ("hard_concrete", "attention"),
+     ("hard_concrete", "gated_sum")],
+)  # fmt: skip
 @pytest.mark.parametrize("attend_self", [False, True])
 @pytest.mark.parametrize("training", [False, True])
-def test_closed_gates_isolate_objects(attend_self: bool, training: bool, gate: str) -> None:
+def test_closed_gates_isolate_objects(
+    attend_self: bool, training: bool, gate: str, message: str
+) -> None:
     cfg = small_model_config(
-        gate_init_bias=-40.0, gate_logit_bound=0.0, attend_self=attend_self, gate=gate
+        gate_init_bias=-40.0,
+        gate_logit_bound=0.0,
+        attend_self=attend_self,
+        gate=gate,
+        message=message,
+        gate_clip_gradient=message == "gated_sum",
     )
     model = SlotDynamics(cfg, latent_dim=D).train(training)
     torch.nn.init.normal_(model.head.weight, std=0.1)
@@ -474,7 +485,9 @@ def test_closed_gates_isolate_objects(attend_self: bool, training: bool, gate: s
         assert grads and all(torch.isfinite(g).all() for g in grads)
     model.eval()
     # with open gates object 0 does see the others
-    model_open = SlotDynamics(small_model_config(gate_init_bias=20.0), latent_dim=D).eval()
+    model_open = SlotDynamics(
+        small_model_config(gate_init_bias=20.0, message=message), latent_dim=D
+    ).eval()
     torch.nn.init.normal_(model_open.head.weight, std=0.1)
     with torch.no_grad():
         c, d = model_open(slots, ids), model_open(other, ids)
@@ -509,6 +522,49 @@ def test_a_lone_open_edge_gets_a_gradient_only_through_its_message(
     assert edge_gate.bias.grad is not None
     grad = edge_gate.bias.grad[0, K].abs().item()
     assert (grad < 1e-6) if gate == "straight_through" and gradient == "mask" else (grad > 1e-4)
+
+
+@pytest.mark.parametrize("message", ["attention", "gated_sum"])
+def test_closed_samples_learn_what_opening_would_do_only_in_the_gated_sum(message: str) -> None:
+    # every gate closed (logit -40): with the clip's straight-through gradient the gated sum
+    # still tells each gate what its message would change, the softmax over open edges cannot
+    cfg = small_model_config(
+        gate_init_bias=-40.0, gate_logit_bound=0.0, message=message, gate_clip_gradient=True,
+        num_layers=1,
+    )  # fmt: skip
+    model = SlotDynamics(cfg, latent_dim=D).train()
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    out = model(torch.randn(3, 5, K, D), torch.tensor([0, 1, 2]))
+    assert not out.edges.any()
+    out.pred.pow(2).sum().backward()
+    bias_grad = model.blocks[0].gate.bias.grad
+    assert bias_grad is not None
+    off_diagonal = ~torch.eye(K, K + 1, dtype=torch.bool)
+    if message == "gated_sum":
+        assert (bias_grad[off_diagonal].abs() > 0).all()
+    else:
+        assert bias_grad.abs().max() == 0
+
+
+def test_gated_sum_is_the_gate_weighted_sum_of_projected_parents() -> None:
+    cfg = small_model_config(message="gated_sum", num_layers=1, gate_init_bias=0.0)
+    torch.manual_seed(3)
+    block = SlotDynamics(cfg, latent_dim=D).blocks[0].eval()
+    x, env = torch.randn(2, 3, K, 16), torch.randn(2, 3, 16)
+    with torch.no_grad():
+        got, _logits, edges, _ = block(x, env)
+        # the same block written out: temporal layer, then sum_j e_ij W_o W_v norm(y_j)
+        seq = x.transpose(1, 2).reshape(2 * K, 3, 16)
+        h = (seq + block.temporal(block.norm_time(seq))).view(2, K, 3, 16).transpose(1, 2)
+        parents = block.norm_key(torch.cat([h, env.unsqueeze(2)], dim=2))
+        e = edges.float() * ~torch.eye(K, K + 1, dtype=torch.bool)
+        msg = torch.einsum("btij,btjd->btid", e, block.value(parents))
+        want = h + block.message_out(msg) + block.message_bias
+        want = want + block.mlp(block.norm_mlp(want))
+    torch.testing.assert_close(got, want)
+    assert e.any() and not e[..., :, :K][..., ~torch.eye(K, dtype=torch.bool)].all()
+    with pytest.raises(InvalidInputError, match="gated_sum"):
+        Config(model=small_model_config(message="gated_sum", gate="straight_through"))
 
 
 def test_message_gradient_is_the_derivative_of_gate_scaled_messages() -> None:
@@ -682,7 +738,11 @@ def reference_lambda(cfg: SparsityConfig, errors: list[float]) -> list[float]:
                 target = cfg.target_ratio * smoothed
         else:
             assert smoothed is not None
-            if smoothed < target:
+            if cfg.rule == "exponential":
+                tau = max(target, 1e-12)
+                lam = lam * math.exp(cfg.rate * (tau - smoothed) / tau)
+                lam = min(max(lam, cfg.lambda_min), cfg.lambda_max)
+            elif smoothed < target:
                 lam = min(lam * cfg.growth, cfg.lambda_max)
             else:
                 lam = max(lam * cfg.shrink, cfg.lambda_min)
@@ -701,12 +761,21 @@ def reference_lambda(cfg: SparsityConfig, errors: list[float]) -> list[float]:
     enabled=st.booleans(),
     ratio=st.sampled_from([0.0, 0.8, 1.0, 1.5]),
     window=st.sampled_from([0, 1, 3, 20]),
+    rule=st.sampled_from(["steps", "exponential"]),
 )
 def test_lambda_schedule_follows_its_rule(
-    errors: list[float], ema: float, warmup: int, enabled: bool, ratio: float, window: int
+    errors: list[float],
+    ema: float,
+    warmup: int,
+    enabled: bool,
+    ratio: float,
+    window: int,
+    rule: str,
 ) -> None:
     ratio = ratio if warmup > 0 else 0.0
     cfg = SparsityConfig(
+        rule=rule,
+        rate=0.3,
         target_ratio=ratio,
         target_window=window,
         enabled=enabled,
@@ -782,3 +851,48 @@ def test_relative_target_from_a_window_of_warm_up_errors_resumes_mid_window() ->
     assert schedule.target == pytest.approx(0.6) and clone.target == schedule.target
     with pytest.raises(InvalidInputError, match="target_window"):
         Config(sparsity=SparsityConfig(target_window=-1))
+
+
+def test_exponential_rule_steps_in_proportion_to_the_relative_error() -> None:
+    cfg = SparsityConfig(
+        rule="exponential", rate=0.5, target=0.2, lambda_init=1e-3, lambda_min=1e-6,
+        lambda_max=1.0, ema=0.0, warmup_steps=1,
+    )  # fmt: skip
+    schedule = LambdaSchedule(cfg)
+    assert schedule.update(0.0) == 1e-3
+    # error half the target: relative slack 0.5 -> lambda x e^(0.5 x 0.5)
+    assert schedule.update(0.1) == pytest.approx(1e-3 * math.exp(0.25))
+    # error twice the target -> lambda x e^(-0.5): more error, less penalty (the sign)
+    assert schedule.update(0.4) == pytest.approx(1e-3 * math.exp(0.25 - 0.5))
+    assert schedule.update(0.2) == pytest.approx(1e-3 * math.exp(-0.25))  # at tau: unchanged
+    for _ in range(200):
+        schedule.update(100.0)
+    assert schedule.value == cfg.lambda_min
+    with pytest.raises(InvalidInputError, match=r"sparsity\.rule"):
+        Config(sparsity=SparsityConfig(rule="paper"))
+    with pytest.raises(InvalidInputError, match=r"sparsity\.rate"):
+        Config(sparsity=SparsityConfig(rate=0.0))
+
+
+def test_plateau_rule_converges_when_two_windows_of_density_agree() -> None:
+    cfg = SparsityConfig(warmup_steps=2, plateau_window=3, plateau_tol=0.05, lambda_init=1e-3)
+    schedule = LambdaSchedule(cfg)
+    densities = [0.9, 0.9, 0.8, 0.6, 0.4, 0.3, 0.3, 0.2]  # windows: (0.8 0.6 0.4) (0.3 0.3 0.2)
+    for d in densities:
+        schedule.update(1e-4, d)
+        assert not schedule.converged  # the warm-up's densities do not count
+    assert schedule.last_density == pytest.approx((0.3 + 0.3 + 0.2) / 3)
+    clone = LambdaSchedule(cfg)  # resumed mid-window: the same decision
+    clone.load_state_dict(schedule.state_dict())
+    for s in (schedule, clone):
+        s.update(1e-4, 0.25)
+        s.update(1e-4, 0.25)
+        assert not s.converged
+        s.update(1e-4, 0.25)  # window (0.25 0.25 0.25): 0.017 from (0.3 0.3 0.2)
+        assert s.converged
+    without = LambdaSchedule(SparsityConfig(warmup_steps=0))
+    for _ in range(10):
+        without.update(1e-4, 0.5)
+    assert not without.converged
+    with pytest.raises(InvalidInputError, match="plateau_window"):
+        Config(sparsity=SparsityConfig(plateau_window=-1))

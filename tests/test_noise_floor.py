@@ -102,3 +102,29 @@ def test_bad_input() -> None:
         slot_noise_floor(
             _left_paddle_y, "neutral", _states(2), resolution=RES, intervention_prob=0.0, draws=1
         )
+
+
+def test_outcomes_are_drawn_with_the_velocity_cue_of_the_data() -> None:
+    # the encoder sees the re-simulated frames; with the cue the ball of s_t is drawn inside
+    # the ball of s_{t+1} (sim.render's "previous"): the same outcomes, other ball pixels only
+    seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"none": [], "previous": []}
+    states = _states(16)
+    states[:, :, 4] = 0.3  # diagonal flight: the two discs overlap on a wider lens
+    states[:, :, 5] = 1.0
+    for velocity, frames in seen.items():
+
+        def encode(f: torch.Tensor, m: torch.Tensor, out: list = frames) -> torch.Tensor:  # type: ignore[type-arg]
+            out.append((f, m))
+            return torch.zeros(f.shape[0], 1, 1, 1)
+
+        slot_noise_floor(
+            encode, "neutral", states, resolution=RES, intervention_prob=0.0, draws=2,
+            velocity=velocity,
+        )  # fmt: skip
+    plain = torch.cat([f for f, _ in seen["none"]]).numpy()
+    cued = torch.cat([f for f, _ in seen["previous"]]).numpy()
+    masks = torch.cat([m for _, m in seen["none"]]).numpy()
+    changed = (plain != cued).any(axis=-1)
+    ball = (masks & (1 << sim.OBJECTS.index("ball"))) > 0
+    assert changed.any(axis=(-2, -1)).all()  # every outcome shows the cue
+    assert not (changed & ~ball).any()  # and only inside the ball

@@ -92,6 +92,8 @@ def test_config_loads_toml_and_overrides(tmp_path: Path) -> None:
         ("novalue", InvalidInputError, "key=value"),
         ("model=1", InvalidInputError, "section.name"),
         ("data.resolution=20", InvalidInputError, "divisible"),
+        ("data.velocity='next_channel'", InvalidInputError, "data.velocity must be one of"),
+        ("sparsity.plateau_tol=0", InvalidInputError, "sparsity.plateau_tol must be positive"),
     ],
 )
 def test_config_rejects_bad_values(override: str, error: type, match: str) -> None:
@@ -229,6 +231,49 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(
         torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
     logged = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in logged] == list(range(8))
+
+
+def test_plateau_stops_the_run_and_a_resume_does_not_train_further(
+    tmp_path: Path,
+    tiny_data,  # type: ignore[no-untyped-def]
+) -> None:
+    # a tolerance of 2 accepts any two windows: the run stops after 2 windows of 2 steps past
+    # the 1-step warm-up, at dynamics step 5 of 20
+    extra = ("optim.steps=20", "sparsity.plateau_window=2", "sparsity.plateau_tol=2.0")
+    cfg = tiny_config(tmp_path / "run", *extra)
+    result = train(cfg, data=tiny_data)
+    assert result.step == 3 + 5
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 7 and lines[-1]["converged"] is True
+    _model, info = load_model(result.checkpoint)  # type: ignore[arg-type]
+    assert info.step == 8
+    again = train(cfg, data=tiny_data, resume=True)
+    assert again.step == 8 and again.history == []
+    # never converging (tolerance 0): all 20 steps
+    never = train(tiny_config(tmp_path / "never", *extra[:2], "sparsity.plateau_tol=1e-12"),
+                  data=tiny_data)  # fmt: skip
+    assert never.step == 23
+
+
+def test_training_data_carry_the_configured_velocity_cue(tmp_path: Path) -> None:
+    # the trainer draws its sequences with data.velocity: the previous ball position shows in
+    # the frames (and only there: masks, states and graphs are the cue's own business)
+    runs = {}
+    for cue in ("none", "previous"):
+        cfg = tiny_config(tmp_path / cue, f"data.velocity='{cue}'", "optim.steps=1")
+        runs[cue] = train(cfg).model
+        assert runs[cue].config.data.velocity == cue
+    plain = generate_sequences(("neutral",), 6, 6, seed=0, resolution=16, intervention_prob=0.0)
+    cued = generate_sequences(
+        ("neutral",), 6, 6, seed=0, resolution=16, intervention_prob=0.0, velocity="previous"
+    )
+    assert not np.array_equal(plain.frames, cued.frames)
+    np.testing.assert_array_equal(plain.masks, cued.masks)
+    from s2ssm.training.trainer import _Trainer
+
+    trainer = _Trainer(runs["previous"].config, tmp_path / "x", False, None)
+    assert trainer.data is not None
+    np.testing.assert_array_equal(trainer.data.frames, cued.frames)
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(

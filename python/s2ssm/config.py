@@ -69,6 +69,9 @@ class DataConfig:
     mode: str = "fixed"  # "fixed": one dataset generated up front; "stream": fresh each step
     seed: int = 0
     intervention_prob: float = 0.15  # the simulator's per-step intervention probability
+    # the simulator's velocity cue: "none", or "previous" (the previous ball position drawn
+    # inside the ball's mask, SPARTAN's cue): makes the ball's direction visible in one frame
+    velocity: str = "none"
     shards: tuple[str, ...] = ()  # dataset directories of `s2ssm generate` (replace envs/seed)
 
 
@@ -126,6 +129,11 @@ class ModelConfig:
     # without intervention tokens, where it is a constant and carries no information
     env_parent: bool = True
     attend_self: bool = False  # the own slot in the cross-attention too, ungated (model docs)
+    # "attention": softmax attention over the open parents, messages scaled by the gates;
+    # "gated_sum": sum over all parents of gate x W_v y_j (no softmax: a closed parent reaches
+    # nothing, not even a normaliser, and with gate_clip_gradient a closed sample still learns
+    # what opening would do; hard_concrete only, blocks docs)
+    message: str = "attention"
     backend: str = ""  # kernels: "" (automatic), "reference" or "triton"
 
 
@@ -144,10 +152,19 @@ class SparsityConfig:
     # > 0: the error that target_ratio multiplies is the mean raw batch error of the last
     # target_window warm-up steps (a low-variance estimate) instead of the smoothed error
     target_window: int = 0
+    # "steps": lambda *= growth / shrink (below / above tau); "exponential": the paper's
+    # multiplicative rule, lambda *= exp(rate x (tau - error) / tau) (see LambdaSchedule)
+    rule: str = "steps"
+    rate: float = 0.05  # step size of the exponential rule, per unit of relative error
     growth: float = 1.02  # lambda *= growth while the (smoothed) error is below tau
     shrink: float = 0.95  # lambda *= shrink while it is at or above tau
     ema: float = 0.9  # smoothing of the error fed to the rule (0 = raw batch error)
     warmup_steps: int = 200  # dynamics steps with lambda held at lambda_init
+    # > 0: stop training (optim.steps is the cap) once the mean edge density of the last
+    # plateau_window steps after the warm-up differs from that of the window before by less
+    # than plateau_tol: the penalty has converged
+    plateau_window: int = 0
+    plateau_tol: float = 0.005
 
 
 @dataclass(frozen=True)
@@ -203,11 +220,14 @@ class Config:
 
 _CHOICES = {
     ("data", "mode"): ("fixed", "stream"),
+    ("data", "velocity"): ("none", "previous"),
+    ("sparsity", "rule"): ("steps", "exponential"),
     ("model", "kind"): ("ssm", "transformer"),
     ("model", "gate"): ("straight_through", "relaxed", "hard_concrete"),
     ("model", "gate_gradient"): ("message", "mask"),
     ("model", "gate_scorer"): ("bilinear", "mlp"),
     ("model", "edge_rule"): ("logit", "open_probability"),
+    ("model", "message"): ("attention", "gated_sum"),
     ("model", "backend"): ("", "reference", "triton"),
 }
 _POSITIVE = {
@@ -235,6 +255,8 @@ _POSITIVE = {
     ("run", "checkpoint_every"),
     ("sparsity", "target"),
     ("sparsity", "lambda_min"),
+    ("sparsity", "rate"),
+    ("sparsity", "plateau_tol"),
     ("eval", "sequences"),
     ("eval", "batch_size"),
     ("eval", "context"),
@@ -280,6 +302,11 @@ def validate(config: Config) -> None:
             f"model.gate_init_bias ({model.gate_init_bias}) must lie inside "
             f"+-model.gate_logit_bound ({model.gate_logit_bound}), or set the bound to 0"
         )
+    if model.message == "gated_sum" and model.gate != "hard_concrete":
+        raise InvalidInputError(
+            f"model.message = 'gated_sum' needs model.gate = 'hard_concrete' (its gate values "
+            f"scale the messages), got {model.gate!r}"
+        )
     if not 0.0 < model.edge_threshold < 1.0:
         raise InvalidInputError(
             f"model.edge_threshold must be in (0, 1), got {model.edge_threshold}"
@@ -311,6 +338,7 @@ def validate(config: Config) -> None:
         ("optim", "steps"),
         ("optim", "warmup_steps"),
         ("sparsity", "warmup_steps"),
+        ("sparsity", "plateau_window"),
         ("run", "num_threads"),
         ("eval", "fit_code_steps"),
     ):

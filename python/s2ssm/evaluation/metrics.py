@@ -162,6 +162,7 @@ def _noise_floor(model: S2SSM, config: Config, env: str, device: torch.device) -
         draws=ecfg.floor_draws,
         # a model told the intervention targets is measured against a predictor told them too
         targets=batch.interventions if config.model.use_interventions else None,
+        velocity=config.data.velocity,
     )
 
 
@@ -209,6 +210,7 @@ def evaluate_env(
         seed=ecfg.seed,
         resolution=config.data.resolution,
         intervention_prob=ecfg.intervention_prob,
+        velocity=config.data.velocity,
     )
     model.eval()
     dyn = model.dynamics

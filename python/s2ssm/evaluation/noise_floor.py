@@ -42,6 +42,7 @@ def slot_noise_floor(
     draws: int = 8,
     batch_size: int = 256,
     targets: np.ndarray | None = None,
+    velocity: str = "none",
 ) -> float:
     """Mean over transitions and slot entries of Var[encode(frame_{t+1}) | s_t].
 
@@ -51,6 +52,8 @@ def slot_noise_floor(
     ``targets`` (N, T, 5) bool, the sequences' ``PongBatch.interventions``: when given, the
     transition t -> t + 1 is re-simulated with the targets of step t + 1 (the floor of a
     predictor that knows them); otherwise the targets are redrawn with ``intervention_prob``.
+    ``velocity``: the frames' velocity cue (``"previous"``: each outcome is drawn with the ball
+    position of s_t, as the data are).
     """
     from s2ssm.sim import _envs, render
     from s2ssm.sim import reference as ref
@@ -87,9 +90,16 @@ def slot_noise_floor(
         return nxt.to_array()
 
     outcomes = np.stack([outcome(d) for d in range(draws)], axis=1)  # (n, draws, S)
+    ball = [ref.STATE_NAMES.index("ball_x"), ref.STATE_NAMES.index("ball_y")]
+    previous = np.broadcast_to(flat[:, None, ball], (n, draws, 2))
     total = 0.0
     for i in range(0, n, batch_size):
-        frames, masks = render(outcomes[i : i + batch_size], resolution=resolution)
+        frames, masks = render(
+            outcomes[i : i + batch_size],
+            previous=previous[i : i + batch_size],
+            resolution=resolution,
+            velocity=velocity,
+        )
         f = torch.from_numpy(frames).flatten(0, 1).unsqueeze(1)
         m = torch.from_numpy(masks).flatten(0, 1).unsqueeze(1)
         with torch.no_grad():

@@ -71,9 +71,10 @@ def occlusion_pair(
     resolution: int = 32,
     intervention_prob: float = 0.15,
     num_threads: int | None = None,
+    velocity: str = "none",
 ) -> tuple[SequenceSet, SequenceSet]:
     """The same sequences of ``env`` rendered without and with the occluder: ``(clean,
-    occluded)``; everything but the frames is identical."""
+    occluded)``; everything but the frames is identical (``velocity``: the cue of both)."""
     from s2ssm import sim
 
     clean = generate_sequences(
@@ -84,6 +85,7 @@ def occlusion_pair(
         resolution=resolution,
         intervention_prob=intervention_prob,
         num_threads=num_threads,
+        velocity=velocity,
     )
     batch = sim.generate(
         env,
@@ -94,6 +96,7 @@ def occlusion_pair(
         intervention_prob=intervention_prob,
         occlusion=True,
         num_threads=num_threads,
+        velocity=velocity,
     )
     same = all(
         np.array_equal(np.asarray(getattr(batch, name)), getattr(clean, name))
@@ -245,6 +248,7 @@ def run_occlusion(
             intervention_prob=cfg.eval.intervention_prob
             if intervention_prob is None
             else intervention_prob,
+            velocity=cfg.data.velocity,
         )
         results[name] = occlusion_metrics(
             model, clean, occluded, threshold=threshold, batch_size=cfg.eval.batch_size

@@ -142,6 +142,7 @@ def _run_occlusion(ctx: _Context, unit: Unit) -> dict[str, Any]:
             resolution=cfg.data.resolution,
             intervention_prob=cfg.data.intervention_prob,
             num_threads=ctx.base.run.num_threads or None,
+            velocity=cfg.data.velocity,
         )
         own_code = trained_code(model, (unit.env,))  # a trained environment keeps its code
         extra = _finetune(ctx, model, unit, ft_clean, own_code, inputs=ft_occluded)
@@ -155,6 +156,7 @@ def _run_occlusion(ctx: _Context, unit: Unit) -> dict[str, Any]:
         resolution=ctx.base.data.resolution,
         intervention_prob=ev.intervention_prob,
         num_threads=ctx.base.run.num_threads or None,
+        velocity=ctx.base.data.velocity,
     )
     result = occlusion_metrics(model, clean, occluded, batch_size=ev.batch_size)
     for bucket, value in result.pop("mse_hidden_run").items():
@@ -208,6 +210,7 @@ def _run_eval(ctx: _Context, unit: Unit) -> dict[str, Any]:
             resolution=cfg.data.resolution,
             intervention_prob=cfg.data.intervention_prob,
             num_threads=ctx.base.run.num_threads or None,
+            velocity=cfg.data.velocity,
         )
         mean_code = trained_code(model, ctx.protocol.simple_envs)
         extra = _finetune(ctx, model, unit, ft_data, mean_code)

@@ -9,6 +9,15 @@ an object with no open parent gets only ``message_bias``, a learned constant per
 no edge is kept open as a source of a constant). ``model.attend_self = true`` puts
 the own slot back into the attention, ungated: the softmax then mixes it with the parents, a
 data-dependent gate through which a model can shut a parent out without closing its edge.
+
+``model.message = "gated_sum"`` replaces the attention by a gated sum, ``out_i = W_o sum_j
+g_ij W_v y_j`` (g the hard-concrete sample in training, the 0/1 edge at evaluation). The
+softmax renormalises over the open parents, so the loss only sees a gate through the message of
+an open edge: a closed sample passes no gradient, and once the penalty has shut an edge only
+the few samples still drawn open can say what it was worth. In the sum a closed parent's term
+is exactly 0 in value, yet with ``model.gate_clip_gradient`` its gate still gets the gradient
+of opening, ``<dL/d out_i, W_o W_v y_j>``, on every transition; and no closed parent reaches a
+child through a normaliser either.
 """
 
 from __future__ import annotations
@@ -86,7 +95,11 @@ class SlotSSMBlock(nn.Module):
             self.gate = MLPEdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
         else:
             self.gate = EdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
+        self.message = cfg.message
         self.attention = s2nn.SlotAttention(d, num_heads=cfg.num_heads, backend=backend)
+        if cfg.message == "gated_sum":
+            self.value = nn.Linear(d, d, bias=False)
+            self.message_out = nn.Linear(d, d, bias=False)
         # A constant per child object added to the attention output: the "no parent" message.
         # Without it an always-open edge from a constant slot (the environment token when one
         # environment is trained) is worth keeping as a bias source, and the penalty must
@@ -147,7 +160,13 @@ class SlotSSMBlock(nn.Module):
             # hard concrete: each open edge's message scaled by g (forward and backward);
             # straight-through "message": g is 1 in value and passes its gradient only
             gate = gate.masked_fill(self_edges, 1.0).to(children.dtype)
-        out, _ = self.attention(children, parents, mask=mask.to(children.dtype), gate=gate)
+        if self.message == "gated_sum":
+            weight = edges.to(children.dtype) if gate is None else gate
+            own = 0.0 if self.self_mask == NEG_MASK else 1.0  # attend_self: the own slot, ungated
+            weight = weight.masked_fill(self_edges, own)
+            out = self.message_out(weight @ self.value(parents))
+        else:
+            out, _ = self.attention(children, parents, mask=mask.to(children.dtype), gate=gate)
         x = x + out.reshape(b, t, k, d) + self.message_bias
         x = x + self.mlp(self.norm_mlp(x))
         drift = x.new_zeros((), dtype=torch.float32)

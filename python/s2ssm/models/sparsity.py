@@ -4,6 +4,8 @@ with λ from the dual schedule :class:`LambdaSchedule`. The dense SSM baseline i
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -59,6 +61,21 @@ class LambdaSchedule:
     predict worse than the dense model did at the end of the warm-up", which carries across
     slot spaces and data sets where an absolute MSE does not. All constants are fields of
     :class:`SparsityConfig`.
+
+    ``rule = "exponential"`` replaces the two fixed factors by the paper's multiplicative rule,
+
+        λ_{k+1} = clip(λ_k x exp(rate x (τ - ē_k) / τ), lambda_min, lambda_max)   (k >= W)
+
+    a step proportional to how far the error is from τ (relative, so ``rate`` carries across
+    slot spaces). The sign: the paper's summary writes λ <- λ e^(MSE - τ), the update of the
+    multiplier of the *error* constraint "MSE <= τ" in the Lagrangian paths + μ (MSE - τ); our
+    λ weighs the paths instead (λ = 1 / μ), which flips the exponent. Taken literally on our λ
+    it would raise the penalty while the error is too high, and every gate shuts.
+
+    ``plateau_window = n > 0``: after the warm-up the edge density (the share of open gates in
+    the training samples, ``update``'s ``density``) is averaged over consecutive windows of n
+    steps; :attr:`converged` turns true once two successive windows' means differ by less than
+    ``plateau_tol``, and the trainer stops there.
     """
 
     def __init__(self, cfg: SparsityConfig) -> None:
@@ -68,6 +85,9 @@ class LambdaSchedule:
         self.target = cfg.target
         self.window_sum = 0.0  # sum of the errors of the warm-up's last target_window steps
         self.value = self._start()
+        self.density_sum = 0.0  # edge densities of the current plateau window
+        self.last_density: float | None = None  # mean density of the previous full window
+        self.converged = False
 
     def _start(self) -> float:
         cfg = self.cfg
@@ -75,8 +95,9 @@ class LambdaSchedule:
             return 0.0
         return cfg.lambda_init
 
-    def update(self, error: float) -> float:
-        """Feed the MSE of the step just taken; returns the λ for the next step."""
+    def update(self, error: float, density: float | None = None) -> float:
+        """Feed the MSE of the step just taken (and its edge density, for the plateau rule);
+        returns the λ for the next step."""
         cfg = self.cfg
         self.smoothed = (
             error if self.smoothed is None else cfg.ema * self.smoothed + (1 - cfg.ema) * error
@@ -84,10 +105,9 @@ class LambdaSchedule:
         if cfg.warmup_steps - cfg.target_window <= self.steps < cfg.warmup_steps:
             self.window_sum += error
         if cfg.enabled and self.steps >= cfg.warmup_steps:
-            if self.smoothed < self.target:
-                self.value = min(self.value * cfg.growth, cfg.lambda_max)
-            else:
-                self.value = max(self.value * cfg.shrink, cfg.lambda_min)
+            self.value = self._step(self.value, self.smoothed)
+        if cfg.plateau_window > 0 and self.steps >= cfg.warmup_steps and density is not None:
+            self._track_density(density)
         self.steps += 1
         if self.steps == cfg.warmup_steps:
             self.value = self._start()
@@ -98,16 +118,40 @@ class LambdaSchedule:
                 self.target = cfg.target_ratio * self.smoothed
         return self.value
 
-    def state_dict(self) -> dict[str, float | int | None]:
+    def _step(self, value: float, smoothed: float) -> float:
+        cfg = self.cfg
+        if cfg.rule == "exponential":
+            tau = max(self.target, 1e-12)  # a window of exactly-zero errors gives tau = 0
+            factor = math.exp(cfg.rate * (tau - smoothed) / tau)
+            return min(max(value * factor, cfg.lambda_min), cfg.lambda_max)
+        if smoothed < self.target:
+            return min(value * cfg.growth, cfg.lambda_max)
+        return max(value * cfg.shrink, cfg.lambda_min)
+
+    def _track_density(self, density: float) -> None:
+        cfg = self.cfg
+        self.density_sum += density
+        if (self.steps - cfg.warmup_steps + 1) % cfg.plateau_window:
+            return
+        mean = self.density_sum / cfg.plateau_window
+        self.density_sum = 0.0
+        if self.last_density is not None and abs(mean - self.last_density) < cfg.plateau_tol:
+            self.converged = True
+        self.last_density = mean
+
+    def state_dict(self) -> dict[str, float | int | bool | None]:
         return {
             "value": self.value,
             "smoothed": self.smoothed,
             "steps": self.steps,
             "target": self.target,
             "window_sum": self.window_sum,
+            "density_sum": self.density_sum,
+            "last_density": self.last_density,
+            "converged": self.converged,
         }
 
-    def load_state_dict(self, state: dict[str, float | int | None]) -> None:
+    def load_state_dict(self, state: dict[str, float | int | bool | None]) -> None:
         self.value = float(state["value"])  # type: ignore[arg-type]
         smoothed = state["smoothed"]
         self.smoothed = None if smoothed is None else float(smoothed)
@@ -115,3 +159,7 @@ class LambdaSchedule:
         target = state.get("target")  # absent in checkpoints written before target_ratio
         self.target = self.cfg.target if target is None else float(target)
         self.window_sum = float(state.get("window_sum") or 0.0)  # type: ignore[arg-type]
+        self.density_sum = float(state.get("density_sum") or 0.0)  # type: ignore[arg-type]
+        last = state.get("last_density")
+        self.last_density = None if last is None else float(last)
+        self.converged = bool(state.get("converged", False))

@@ -104,9 +104,11 @@ def generate_sequences(
     resolution: int = 32,
     intervention_prob: float = 0.15,
     num_threads: int | None = None,
+    velocity: str = "none",
 ) -> SequenceSet:
     """``n_per_env`` sequences of each environment, sequence indices from ``start_index``;
-    ``intervention_prob`` is the simulator's per-step intervention probability."""
+    ``intervention_prob`` is the simulator's per-step intervention probability, ``velocity``
+    its velocity cue (``sim.generate``)."""
     sim = _sim()
     parts = []
     for name in envs:
@@ -120,6 +122,7 @@ def generate_sequences(
             resolution=resolution,
             intervention_prob=intervention_prob,
             num_threads=num_threads,
+            velocity=velocity,
         )
         parts.append(
             SequenceSet(

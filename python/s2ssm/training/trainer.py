@@ -235,6 +235,7 @@ class _Trainer:
             resolution=cfg.resolution,
             intervention_prob=cfg.intervention_prob,
             num_threads=self.config.run.num_threads or None,
+            velocity=cfg.velocity,
         )
 
     def _batch(self, step: int, size: int) -> SequenceSet:
@@ -254,6 +255,7 @@ class _Trainer:
             resolution=cfg.resolution,
             intervention_prob=cfg.intervention_prob,
             num_threads=self.config.run.num_threads or None,
+            velocity=cfg.velocity,
         )
 
     def _frozen(self) -> bool:
@@ -382,12 +384,12 @@ class _Trainer:
         metrics["grad_norm"] = norm
         self.optimizer.step()
         if not pretraining:
-            mse = metrics["mse"]
-            if self.world > 1:
-                t = torch.tensor([mse], device=self.device, dtype=torch.float64)
+            mse, density = metrics["mse"], metrics["edge_density"]
+            if self.world > 1:  # every rank feeds the schedule the same means
+                t = torch.tensor([mse, density], device=self.device, dtype=torch.float64)
                 dist.all_reduce(t)
-                mse = float(t.item()) / self.world
-            self.schedule.update(mse)
+                mse, density = (float(v) / self.world for v in t.tolist())
+            self.schedule.update(mse, density)
         record: dict[str, Any] = {"step": self.step, "phase": "vae" if pretraining else "dynamics"}
         record.update(metrics)
         self.step += 1
@@ -459,12 +461,15 @@ def _train(
     t0 = time.perf_counter()
     handle = metrics_path.open("a", encoding="utf-8") if rank0 else None
     try:
-        while trainer.step < stop:
+        while trainer.step < stop and not trainer.schedule.converged:
             metrics = trainer.run_step()
+            if trainer.schedule.converged:
+                metrics["converged"] = True  # sparsity.plateau_window: the density plateaued
             metrics["time_s"] = round(time.perf_counter() - t0, 3)
             history.append(metrics)
             done = trainer.step
-            if handle is not None and (metrics["step"] % config.run.log_every == 0 or done == stop):
+            last = done == stop or trainer.schedule.converged
+            if handle is not None and (metrics["step"] % config.run.log_every == 0 or last):
                 handle.write(json.dumps(metrics) + "\n")
                 handle.flush()
             if progress is not None:
@@ -472,7 +477,7 @@ def _train(
                 progress.set_postfix(
                     {k: f"{metrics[k]:.3g}" for k in ("loss", "mse", "lambda") if k in metrics}
                 )
-            if done % config.run.checkpoint_every == 0 or done == stop:
+            if done % config.run.checkpoint_every == 0 or last:
                 trainer.save()
     finally:
         if handle is not None:
