@@ -874,6 +874,19 @@ def test_exponential_rule_steps_in_proportion_to_the_relative_error() -> None:
         Config(sparsity=SparsityConfig(rate=0.0))
 
 
+def test_reference_error_fixes_tau_through_the_warm_up() -> None:
+    cfg = SparsityConfig(
+        target_ratio=1.1, target_window=2, warmup_steps=2, lambda_init=1e-3, growth=2.0,
+        shrink=0.5, ema=0.0,
+    )  # fmt: skip
+    schedule = LambdaSchedule(cfg, reference_error=0.2)
+    assert schedule.target == pytest.approx(0.22)
+    schedule.update(5.0)
+    assert schedule.update(5.0) == 1e-3 and schedule.target == pytest.approx(0.22)
+    assert schedule.update(0.21) == pytest.approx(2e-3)  # below 1.1 x 0.2
+    assert schedule.update(0.23) == pytest.approx(1e-3)
+
+
 def test_plateau_rule_converges_when_two_windows_of_density_agree() -> None:
     cfg = SparsityConfig(warmup_steps=2, plateau_window=3, plateau_tol=0.05, lambda_init=1e-3)
     schedule = LambdaSchedule(cfg)

@@ -21,7 +21,7 @@ from s2ssm.training.checkpoint import (
     save_checkpoint,
 )
 from s2ssm.training.data import batch_indices, generate_sequences, load_dataset, shard_range
-from s2ssm.training.trainer import TrainingDivergedError, train
+from s2ssm.training.trainer import TrainingDivergedError, converged_error, train
 
 TINY = [
     "run.device='cpu'",
@@ -274,6 +274,36 @@ def test_training_data_carry_the_configured_velocity_cue(tmp_path: Path) -> None
     trainer = _Trainer(runs["previous"].config, tmp_path / "x", False, None)
     assert trainer.data is not None
     np.testing.assert_array_equal(trainer.data.frames, cued.frames)
+
+
+def test_target_run_sets_tau_from_another_runs_converged_error(
+    tmp_path: Path,
+    tiny_data,  # type: ignore[no-untyped-def]
+) -> None:
+    dense = train(tiny_config(tmp_path / "dense", "sparsity.enabled=false"), data=tiny_data)
+    errors = [h["mse"] for h in dense.history if h["phase"] == "dynamics"]
+    assert converged_error(tmp_path / "dense", 3) == pytest.approx(sum(errors[-3:]) / 3)
+    assert converged_error(tmp_path / "dense", 100) == pytest.approx(sum(errors) / len(errors))
+    extra = (
+        f"sparsity.target_run={json.dumps(str(tmp_path / 'dense'))}",
+        "sparsity.target_ratio=1.5",
+        "sparsity.target_window=3",
+    )
+    cfg = tiny_config(tmp_path / "sparse", *extra)
+    sparse = train(cfg, data=tiny_data, max_steps=5)
+    want = 1.5 * sum(errors[-3:]) / 3
+    state = load_trainer_state(find_checkpoint(tmp_path / "sparse"))  # type: ignore[arg-type]
+    assert state["lambda"]["target"] == pytest.approx(want)  # not reset by the warm-up
+    resumed = train(cfg, data=tiny_data, resume=True)
+    assert resumed.step == 8 and sparse.step == 5
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metrics.jsonl").write_text('{"step": 0, "phase": "vae"}\n')
+    with pytest.raises(InvalidInputError, match="logs no dynamics step"):
+        converged_error(tmp_path / "empty", 3)
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        converged_error(tmp_path / "nowhere", 3)
+    with pytest.raises(InvalidInputError, match="target_run needs"):
+        tiny_config(tmp_path / "x", extra[0], "sparsity.target_ratio=0")
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(

@@ -152,6 +152,9 @@ class SparsityConfig:
     # > 0: the error that target_ratio multiplies is the mean raw batch error of the last
     # target_window warm-up steps (a low-variance estimate) instead of the smoothed error
     target_window: int = 0
+    # a finished run (e.g. the dense model's): tau = target_ratio x the mean error of its last
+    # target_window dynamics steps (from its metrics.jsonl) instead of this run's warm-up
+    target_run: str = ""
     # "steps": lambda *= growth / shrink (below / above tau); "exponential": the paper's
     # multiplicative rule, lambda *= exp(rate x (tau - error) / tau) (see LambdaSchedule)
     rule: str = "steps"
@@ -316,6 +319,12 @@ def validate(config: Config) -> None:
             "sparsity.target_ratio must be >= 0, and > 0 needs sparsity.warmup_steps >= 1 (the "
             f"target is set from the warm-up's error), got {sp.target_ratio} and "
             f"{sp.warmup_steps}"
+        )
+    if sp.target_run and (sp.target_ratio <= 0 or sp.target_window < 1):
+        raise InvalidInputError(
+            "sparsity.target_run needs sparsity.target_ratio > 0 and sparsity.target_window >= 1 "
+            f"(tau = ratio x the run's mean error over the window), got {sp.target_ratio} and "
+            f"{sp.target_window}"
         )
     if sp.target_window < 0:
         raise InvalidInputError(

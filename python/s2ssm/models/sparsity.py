@@ -62,6 +62,10 @@ class LambdaSchedule:
     slot spaces and data sets where an absolute MSE does not. All constants are fields of
     :class:`SparsityConfig`.
 
+    ``reference_error`` (``sparsity.target_run``, read by the trainer): ``τ = target_ratio x
+    reference_error`` from the start, e.g. the converged error of the dense model on the same
+    data ("predict as well as the model with every edge"); the warm-up then sets nothing.
+
     ``rule = "exponential"`` replaces the two fixed factors by the paper's multiplicative rule,
 
         λ_{k+1} = clip(λ_k x exp(rate x (τ - ē_k) / τ), lambda_min, lambda_max)   (k >= W)
@@ -78,11 +82,15 @@ class LambdaSchedule:
     ``plateau_tol``, and the trainer stops there.
     """
 
-    def __init__(self, cfg: SparsityConfig) -> None:
+    def __init__(self, cfg: SparsityConfig, reference_error: float | None = None) -> None:
         self.cfg = cfg
         self.smoothed: float | None = None
         self.steps = 0
         self.target = cfg.target
+        # sparsity.target_run: tau from another run's converged error, fixed from the start
+        self.fixed_target = reference_error is not None
+        if reference_error is not None:
+            self.target = cfg.target_ratio * reference_error
         self.window_sum = 0.0  # sum of the errors of the warm-up's last target_window steps
         self.value = self._start()
         self.density_sum = 0.0  # edge densities of the current plateau window
@@ -111,6 +119,8 @@ class LambdaSchedule:
         self.steps += 1
         if self.steps == cfg.warmup_steps:
             self.value = self._start()
+            if self.fixed_target:  # tau came from another run
+                return self.value
             if cfg.target_ratio > 0 and cfg.target_window > 0:
                 count = min(cfg.target_window, cfg.warmup_steps)
                 self.target = cfg.target_ratio * self.window_sum / count

@@ -46,7 +46,14 @@ from s2ssm.training.data import (
     shard_range,
 )
 
-__all__ = ["TrainResult", "TrainingDivergedError", "seed_everything", "select_device", "train"]
+__all__ = [
+    "TrainResult",
+    "TrainingDivergedError",
+    "converged_error",
+    "seed_everything",
+    "select_device",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +124,34 @@ def _lr_factor(step: int, config: Config) -> float:
     return opt.min_lr_ratio + (1 - opt.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def converged_error(run_dir: str | Path, window: int) -> float:
+    """Mean next-slot MSE of the last ``window`` dynamics steps of a finished run, from the
+    steps its ``metrics.jsonl`` logged in that window (``sparsity.target_run``)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise InvalidInputError(f"sparsity.target_run: {str(path)!r} does not exist")
+    steps: list[tuple[int, float]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise InvalidInputError(
+                f"sparsity.target_run: line {number} of {str(path)!r} is not JSON"
+            ) from None
+        if record.get("phase") == "dynamics" and isinstance(record.get("mse"), (int, float)):
+            steps.append((int(record["step"]), float(record["mse"])))
+    if not steps:
+        raise InvalidInputError(f"sparsity.target_run: {str(path)!r} logs no dynamics step")
+    last = steps[-1][0]
+    errors = [mse for step, mse in steps if step > last - window]
+    mean = sum(errors) / len(errors)
+    if not (math.isfinite(mean) and mean > 0):
+        raise InvalidInputError(f"sparsity.target_run: the error of {str(path)!r} is {mean}")
+    return mean
+
+
 class _Trainer:
     """The state of one training run on one rank."""
 
@@ -140,7 +175,10 @@ class _Trainer:
             betas=(config.optim.beta1, config.optim.beta2),
             weight_decay=config.optim.weight_decay,
         )
-        self.schedule = LambdaSchedule(config.sparsity)
+        reference = None
+        if config.sparsity.target_run and config.sparsity.enabled:
+            reference = converged_error(config.sparsity.target_run, config.sparsity.target_window)
+        self.schedule = LambdaSchedule(config.sparsity, reference)
         self.total_steps = config.vae.pretrain_steps + config.optim.steps
         self.step = 0
         self.checkpoint: Path | None = None
