@@ -152,6 +152,16 @@ def test_eval_json_has_the_baselines_and_edges_under_stable_keys(
     assert rows[1].startswith("| somewhere | validation | neutral |")
     assert rows[2].startswith(f"| {tmp_path.name} | test | neutral |")
     assert f"| {r['shd_local']:.3f} | {r['shd_local_empty']:.3f} |" in rows[1]
+    # the errors by transition event: every transition in exactly one event
+    events = r["events"]
+    assert set(events) == {"collision", "point", "near_paddle", "other"}
+    assert sum(e["n"] for e in events.values()) == 3 * 5
+    assert set(events["other"]["mse"]) == {"left_paddle", "right_paddle", "ball", "score"}
+    assert "1-step error by transition event" in (tmp_path / "eval.md").read_text()
+    capsys.readouterr()
+    assert cli(["eval-table", "--events", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| run | env | collision n |") and "| somewhere | neutral |" in out
     with pytest.raises(InvalidInputError, match=r"not a readable eval\.json"):
         cli(["eval-table", str(tmp_path / "missing.json")])
 
@@ -206,7 +216,8 @@ def test_the_floor_knows_the_targets_exactly_when_the_model_does(
         config_from_dict({}),
         [f"model.use_interventions={str(told).lower()}", "eval.sequences=3", "eval.seq_len=12"],
     )
-    assert ev._noise_floor(None, cfg, "neutral", torch.device("cpu")) == 0.5  # type: ignore[arg-type]
+    states = ev._eval_states(cfg, "neutral")
+    assert ev._noise_floor(None, cfg, "neutral", torch.device("cpu"), states) == 0.5  # type: ignore[arg-type]
     want = sim.generate(
         "neutral", 3, 12, seed=cfg.eval.seed, intervention_prob=cfg.eval.intervention_prob
     ).interventions

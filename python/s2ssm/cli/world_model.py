@@ -50,6 +50,7 @@ def _run_eval_table(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from s2ssm.errors import InvalidInputError
+    from s2ssm.evaluation.events import event_table
     from s2ssm.evaluation.metrics import eval_table
 
     reports = []
@@ -59,7 +60,16 @@ def _run_eval_table(args: argparse.Namespace) -> int:
             reports.append((path.parent.name or str(path), json.loads(path.read_text("utf-8"))))
         except (OSError, ValueError) as error:
             raise InvalidInputError(f"{name}: not a readable eval.json ({error})") from None
-    sys.stdout.write(eval_table(reports))
+    if args.events:
+        rows = []
+        for label, report in reports:
+            for r in report["results"]:
+                if not r.get("events"):
+                    raise InvalidInputError(f"{label}: its eval.json has no events (re-run eval)")
+                rows.append((label, r["env"], r["events"]))
+        sys.stdout.write(event_table(rows))
+    else:
+        sys.stdout.write(eval_table(reports))
     return 0
 
 
@@ -124,6 +134,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "the learned graph beside the empty and best constant graphs, per-edge AUROC.",
     )
     p.add_argument("reports", nargs="+", metavar="EVAL_JSON")
+    p.add_argument(
+        "--events",
+        action="store_true",
+        help="instead: the 1-step errors of the ball and the score (x 1e-3) per transition event "
+        "(collision, point, near a paddle, other; s2ssm.evaluation.events)",
+    )
     p.set_defaults(run=_run_eval_table)
 
     p = subparsers.add_parser(

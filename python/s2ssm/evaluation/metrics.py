@@ -48,6 +48,7 @@ import torch
 from s2ssm import graph, sim
 from s2ssm.config import Config, apply_overrides
 from s2ssm.errors import InvalidInputError
+from s2ssm.evaluation.events import event_errors, event_table, transition_events
 from s2ssm.evaluation.graph_baselines import (
     best_constant_graph,
     edge_report,
@@ -109,6 +110,8 @@ class EnvResult:
     # empty / best_constant / tokens_only: shd_local, precision, recall, f1 (graph_baselines)
     baselines: dict[str, Any] = field(default_factory=dict)
     edges: dict[str, Any] = field(default_factory=dict)  # [child][parent]: auroc, p_open_*, n
+    # [event]: n, mse per object, for the events of s2ssm.evaluation.events
+    events: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -139,20 +142,29 @@ def encode_sequences(
     return torch.cat(chunks)
 
 
-def _noise_floor(model: S2SSM, config: Config, env: str, device: torch.device) -> float:
-    """``mse_floor`` of :func:`evaluate_env`: the noise floor on the evaluation sequences."""
+def _eval_states(config: Config, env: str) -> sim.PongBatch:
+    """The evaluation sequences of ``env`` without drawing them again: states, targets and
+    true graphs of :func:`evaluate_env`'s data."""
     ecfg = config.eval
-    if ecfg.floor_draws <= 0:
-        return float("nan")
-    batch = sim.generate(
+    return sim.generate(
         env,
         ecfg.sequences,
         ecfg.seq_len,
         seed=ecfg.seed,
         resolution=config.data.resolution,
         intervention_prob=ecfg.intervention_prob,
-        render=False,  # the same states as the evaluation sequences, without drawing them again
+        render=False,
     )
+
+
+def _noise_floor(
+    model: S2SSM, config: Config, env: str, device: torch.device, batch: sim.PongBatch
+) -> float:
+    """``mse_floor`` of :func:`evaluate_env`: the noise floor on the evaluation sequences
+    (``batch``: their :func:`_eval_states`)."""
+    ecfg = config.eval
+    if ecfg.floor_draws <= 0:
+        return float("nan")
     return slot_noise_floor(
         lambda f, m: model.encode_slots(f.to(device), m.to(device)),
         env,
@@ -249,7 +261,8 @@ def evaluate_env(
 
     mse_1 = float(((pred[:, :-1] - slots[:, 1:]) ** 2).mean())
     mse_copy = float(((slots[:, :-1] - slots[:, 1:]) ** 2).mean())
-    mse_floor = _noise_floor(model, config, env, device)
+    states = _eval_states(config, env)
+    mse_floor = _noise_floor(model, config, env, device, states)
     slot_var = float(slots.var(dim=(0, 1)).mean())
     per_step = ((roll - slots[:, c : c + h]) ** 2).mean(dim=(0, 2, 3))
 
@@ -267,6 +280,8 @@ def evaluate_env(
     off = ~np.eye(k, k + 1, dtype=bool)
     density = float(flat_l[:, off].mean())
     names = [str(o) for o in sim.OBJECTS][:k]
+    events = transition_events(states.states, states.local_graphs, sim.OBJECTS, sim.STATE_NAMES)
+    errors = ((pred[:, :-1] - slots[:, 1:]) ** 2).mean(dim=-1).cpu().numpy()
     edge_stats = edge_report(
         np.concatenate(scores).reshape(-1, k, k + 1), flat_l, flat_t, names, [*names, "env"]
     )
@@ -301,7 +316,11 @@ def evaluate_env(
         true_global=true_global.tolist(),
         baselines=baselines,
         edges=edge_stats,
+        events=event_errors(errors, events, tuple(names)),
     )
+    # the states regenerated without frames must be those of the frames scored here
+    if not np.array_equal(np.asarray(states.local_graphs, bool), data.local_graphs.astype(bool)):
+        raise RuntimeError(f"{env}: the evaluation states do not match the evaluation frames")
     raw = {
         "data": data,
         "slots": slots,
@@ -347,6 +366,9 @@ def format_markdown(results: list[EnvResult], title: str = "") -> str:
     for r in results:
         if r.edges:
             lines += ["", f"Local edges, {r.env}:", "", edge_markdown(r.edges).rstrip("\n")]
+    rows = [(title or "model", r.env, r.events) for r in results if r.events]
+    if rows:
+        lines += ["", "1-step error by transition event (x 1e-3):", "", event_table(rows).rstrip()]
     return "\n".join(lines) + "\n"
 
 
