@@ -13,7 +13,6 @@ same settings resumes after the last complete shard. Memory is bounded by one sh
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -31,6 +30,7 @@ import numpy as np
 
 from s2ssm import __version__
 from s2ssm.errors import InvalidInputError, S2ssmError
+from s2ssm.files import atomic_write_stream
 from s2ssm.sim._api import (
     MAX_RESOLUTION,
     MIN_RESOLUTION,
@@ -138,27 +138,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _file_mode() -> int:
-    """Mode of a new file under the current umask (``mkstemp`` would give 0600)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Writes ``path`` through ``write(file)`` under a temporary name, then renames it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Writes ``path`` through ``write(file)`` under a temporary ``.*.tmp`` name (which a
+    resumed write clears away), then renames it (:func:`s2ssm.files.atomic_write_stream`)."""
+    atomic_write_stream(path, write, temp_suffix=".tmp")
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
