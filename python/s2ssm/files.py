@@ -21,7 +21,9 @@ def umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, write: Callable[[str], None], temp_suffix: str | None = None) -> None:
+def atomic_write(
+    path: Path, write: Callable[[str], object], temp_suffix: str | None = None
+) -> None:
     """Create ``path`` by ``write(tmp)`` on a temporary file beside it, flushed to disk, then
     renamed into place. The temporary name is ``.<stem>.<random><temp_suffix>``; the default
     suffix is the target's, so writers that infer a format from the name work."""
@@ -41,7 +43,7 @@ def atomic_write(path: Path, write: Callable[[str], None], temp_suffix: str | No
 
 
 def atomic_write_stream(
-    path: Path, write: Callable[[BinaryIO], None], temp_suffix: str | None = None
+    path: Path, write: Callable[[BinaryIO], object], temp_suffix: str | None = None
 ) -> None:
     """:func:`atomic_write` through ``write(file)`` on the temporary file opened for binary
     writing (for writers that take a file object)."""
