@@ -546,6 +546,27 @@ def test_closed_samples_learn_what_opening_would_do_only_in_the_gated_sum(messag
         assert bias_grad.abs().max() == 0
 
 
+@pytest.mark.parametrize("scorer", ["bilinear", "mlp"])
+def test_a_fixed_gate_bias_stays_at_its_start_while_the_scores_learn(scorer: str) -> None:
+    cfg = small_model_config(gate_learn_bias=False, gate_init_bias=0.5, gate_scorer=scorer)
+    model = SlotDynamics(cfg, latent_dim=D).train()
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    slots = torch.randn(3, 5, K, D)
+    for _ in range(3):
+        out = model(slots, torch.tensor([0, 1, 2]))
+        loss, _ = dynamics_loss(out, slots, lam=1e-2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for i, block in enumerate(model.blocks):
+        torch.testing.assert_close(block.gate.bias, before[f"blocks.{i}.gate.bias"])
+        assert block.gate.bias.grad is None
+    moved = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert any(".gate." in n for n in moved)
+
+
 def test_gated_sum_is_the_gate_weighted_sum_of_projected_parents() -> None:
     cfg = small_model_config(message="gated_sum", num_layers=1, gate_init_bias=0.0)
     torch.manual_seed(3)

@@ -115,6 +115,9 @@ class ModelConfig:
     gate_gradient: str = "mask"  # straight-through backward: "mask" or "message" (model docs)
     gate_temperature: float = 0.5
     gate_init_bias: float = 3.0  # initial gate logit: edges start open (p = sigmoid(3) = 0.95)
+    # false: the per-edge bias stays at gate_init_bias, so a gate can only close through the
+    # state-dependent part of its logit (no static bias to shut an edge on every transition)
+    gate_learn_bias: bool = True
     gate_logit_bound: float = 4.0  # > 0: gate logits soft-clipped to +-bound (EdgeGate docs)
     gate_logit_decay: float = 1e-3  # weight of the squared overshoot past the bound (loss term)
     # "bilinear": z = <Wq x_i, Wk y_j> / sqrt(d) + b; "mlp": an MLP over (x_i, y_j, x_i - y_j)

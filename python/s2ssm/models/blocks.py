@@ -95,6 +95,7 @@ class SlotSSMBlock(nn.Module):
             self.gate = MLPEdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
         else:
             self.gate = EdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
+        self.gate.bias.requires_grad_(cfg.gate_learn_bias)
         self.message = cfg.message
         self.attention = s2nn.SlotAttention(d, num_heads=cfg.num_heads, backend=backend)
         if cfg.message == "gated_sum":
