@@ -48,6 +48,9 @@ because none beat the best constant graph or the defaults there:
 * ``data.velocity = "previous"``: the ball's direction in one frame. The gates see the causes
   of time t anyway: each block's gates score its slots *after* its temporal layer, which
   carries the slot's history (its velocity). Within seed noise.
+* ``model.gate_learn_bias = false``: the per-edge bias held at its start, so that only the
+  state-dependent score can close a gate. Paddle -> ball stays closed; with the MLP scorer
+  worse on average over four seeds, and ball -> score shut.
 * λ: ``sparsity.rule = "exponential"`` (the paper's multiplicative rule) with
   ``sparsity.plateau_window`` (stop once the edge density plateaus) over-prunes;
   ``sparsity.target_run`` (τ = the dense model's converged error) prunes too little within
