@@ -925,8 +925,10 @@ def test_plateau_rule_converges_when_two_windows_of_density_agree() -> None:
         s.update(1e-4, 0.25)  # window (0.25 0.25 0.25): 0.017 from (0.3 0.3 0.2)
         assert s.converged
     without = LambdaSchedule(SparsityConfig(warmup_steps=0))
+    dense = LambdaSchedule(SparsityConfig(warmup_steps=0, enabled=False, plateau_window=2))
     for _ in range(10):
         without.update(1e-4, 0.5)
-    assert not without.converged
+        dense.update(1e-4, 0.5)
+    assert not without.converged and not dense.converged
     with pytest.raises(InvalidInputError, match="plateau_window"):
         Config(sparsity=SparsityConfig(plateau_window=-1))

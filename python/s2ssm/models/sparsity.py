@@ -79,7 +79,8 @@ class LambdaSchedule:
     ``plateau_window = n > 0``: after the warm-up the edge density (the share of open gates in
     the training samples, ``update``'s ``density``) is averaged over consecutive windows of n
     steps; :attr:`converged` turns true once two successive windows' means differ by less than
-    ``plateau_tol``, and the trainer stops there.
+    ``plateau_tol``, and the trainer stops there. A run without the penalty (``enabled``
+    false) never converges this way: its density has nothing to settle.
     """
 
     def __init__(self, cfg: SparsityConfig, reference_error: float | None = None) -> None:
@@ -114,7 +115,8 @@ class LambdaSchedule:
             self.window_sum += error
         if cfg.enabled and self.steps >= cfg.warmup_steps:
             self.value = self._step(self.value, self.smoothed)
-        if cfg.plateau_window > 0 and self.steps >= cfg.warmup_steps and density is not None:
+        tracking = cfg.enabled and cfg.plateau_window > 0 and self.steps >= cfg.warmup_steps
+        if tracking and density is not None:
             self._track_density(density)
         self.steps += 1
         if self.steps == cfg.warmup_steps:
