@@ -259,9 +259,13 @@ def evaluate_env(
     edge = torch.cat(edges)
     roll = torch.cat(rollouts)
 
-    mse_1 = float(((pred[:, :-1] - slots[:, 1:]) ** 2).mean())
+    squared = (pred[:, :-1] - slots[:, 1:]) ** 2  # (N, T - 1, K, D)
+    mse_1 = float(squared.mean())
     mse_copy = float(((slots[:, :-1] - slots[:, 1:]) ** 2).mean())
     states = _eval_states(config, env)
+    # the states regenerated without frames must be those of the frames scored here
+    if not np.array_equal(np.asarray(states.local_graphs, bool), data.local_graphs.astype(bool)):
+        raise RuntimeError(f"{env}: the evaluation states do not match the evaluation frames")
     mse_floor = _noise_floor(model, config, env, device, states)
     slot_var = float(slots.var(dim=(0, 1)).mean())
     per_step = ((roll - slots[:, c : c + h]) ** 2).mean(dim=(0, 2, 3))
@@ -281,7 +285,7 @@ def evaluate_env(
     density = float(flat_l[:, off].mean())
     names = [str(o) for o in sim.OBJECTS][:k]
     events = transition_events(states.states, states.local_graphs, sim.OBJECTS, sim.STATE_NAMES)
-    errors = ((pred[:, :-1] - slots[:, 1:]) ** 2).mean(dim=-1).cpu().numpy()
+    errors = squared.mean(dim=-1).cpu().numpy()
     edge_stats = edge_report(
         np.concatenate(scores).reshape(-1, k, k + 1), flat_l, flat_t, names, [*names, "env"]
     )
@@ -318,9 +322,6 @@ def evaluate_env(
         edges=edge_stats,
         events=event_errors(errors, events, tuple(names)),
     )
-    # the states regenerated without frames must be those of the frames scored here
-    if not np.array_equal(np.asarray(states.local_graphs, bool), data.local_graphs.astype(bool)):
-        raise RuntimeError(f"{env}: the evaluation states do not match the evaluation frames")
     raw = {
         "data": data,
         "slots": slots,

@@ -97,10 +97,11 @@ class SlotSSMBlock(nn.Module):
             self.gate = EdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
         self.gate.bias.requires_grad_(cfg.gate_learn_bias)
         self.message = cfg.message
-        self.attention = s2nn.SlotAttention(d, num_heads=cfg.num_heads, backend=backend)
         if cfg.message == "gated_sum":
             self.value = nn.Linear(d, d, bias=False)
             self.message_out = nn.Linear(d, d, bias=False)
+        else:
+            self.attention = s2nn.SlotAttention(d, num_heads=cfg.num_heads, backend=backend)
         # A constant per child object added to the attention output: the "no parent" message.
         # Without it an always-open edge from a constant slot (the environment token when one
         # environment is trained) is worth keeping as a bias source, and the penalty must
