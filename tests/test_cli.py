@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from s2ssm import __version__
@@ -33,3 +35,31 @@ def test_graph_demo_refuses_bad_sizes(capsys):
         main(["graph-demo", "--nodes", "65"])
     assert exit_info.value.code == 2
     assert "--nodes in 1..64" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("density", ["2", "-0.1", "nan", "dense"])
+def test_graph_demo_refuses_a_density_outside_0_1(density, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["graph-demo", "--density", density])
+    assert exit_info.value.code == 2
+    assert "--density: expected a probability" in capsys.readouterr().err
+
+
+def test_file_system_errors_exit_with_a_message_not_a_traceback(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    config = Path(__file__).resolve().parents[1] / "configs" / "small_cpu.toml"
+    args = ["train", "--config", str(config), "--out-dir", str(afile / "sub")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--set", "optim.steps=0", "--set", "vae.pretrain_steps=0"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("s2ssm train: error:") and "Not a directory" in err
+
+
+def test_an_unknown_device_is_a_clear_error():
+    from s2ssm.errors import InvalidInputError
+    from s2ssm.training.trainer import select_device
+
+    with pytest.raises(InvalidInputError, match="device: expected"):
+        select_device("nosuch")

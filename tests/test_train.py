@@ -94,6 +94,17 @@ def test_config_loads_toml_and_overrides(tmp_path: Path) -> None:
         ("data.resolution=20", InvalidInputError, "divisible"),
         ("data.velocity='next_channel'", InvalidInputError, "data.velocity must be one of"),
         ("sparsity.plateau_tol=0", InvalidInputError, "sparsity.plateau_tol must be positive"),
+        ("optim.min_lr_ratio=-5", InvalidInputError, r"optim.min_lr_ratio must be in \[0, 1\]"),
+        ("vae.beta=-1", InvalidInputError, "vae.beta must be >= 0"),
+        ("optim.grad_clip=nan", InvalidInputError, "optim.grad_clip must be a finite number"),
+        ("optim.lr=inf", InvalidInputError, "optim.lr must be a finite number"),
+        ("vae.lr=0", InvalidInputError, "vae.lr must be positive"),
+        ("model.num_objects=3", InvalidInputError, "model.num_objects must be 4"),
+        ("optim.weight_decay=-1", InvalidInputError, "optim.weight_decay must be >= 0"),
+        ("optim.beta1=5", InvalidInputError, r"optim.beta1 must be in \[0, 1\)"),
+        ("run.device='tpu'", InvalidInputError, "run.device must be"),
+        ("run.num_threads=100000", InvalidInputError, "run.num_threads must be at most 1024"),
+        ("data.intervention_prob=2", InvalidInputError, "data.intervention_prob must be in"),
     ],
 )
 def test_config_rejects_bad_values(override: str, error: type, match: str) -> None:
@@ -102,6 +113,8 @@ def test_config_rejects_bad_values(override: str, error: type, match: str) -> No
 
 
 def test_config_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="cannot be read"):
+        load_config(tmp_path, [])  # a directory
     with pytest.raises(InvalidInputError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"

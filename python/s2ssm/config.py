@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import sys
 import types
 import typing
@@ -257,6 +259,7 @@ _POSITIVE = {
     ("model", "gate_temperature"),
     ("optim", "batch_size"),
     ("optim", "lr"),
+    ("vae", "lr"),
     ("run", "log_every"),
     ("run", "checkpoint_every"),
     ("sparsity", "target"),
@@ -270,8 +273,64 @@ _POSITIVE = {
 }
 
 
+_UNIT_INTERVAL = {  # [0, 1]
+    ("data", "intervention_prob"),
+    ("eval", "intervention_prob"),
+    ("optim", "min_lr_ratio"),
+}
+_NON_NEGATIVE = {
+    ("vae", "beta"),
+    ("vae", "recon_weight"),
+    ("optim", "weight_decay"),
+    ("optim", "grad_clip"),
+}
+_MOMENTUM = {("optim", "beta1"), ("optim", "beta2")}  # [0, 1)
+MAX_THREADS = 1024  # the simulator's cap too
+NUM_OBJECTS = 4  # Pong's objects: left paddle, right paddle, ball, score (s2ssm.sim.OBJECTS)
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _check_finite(config: Config) -> None:
+    for section in dataclasses.fields(config):
+        part = getattr(config, section.name)
+        for f in dataclasses.fields(part):
+            value = getattr(part, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InvalidInputError(
+                    f"{section.name}.{f.name} must be a finite number, got {value!r}"
+                )
+
+
+def _check_ranges(config: Config) -> None:
+    for section, name in sorted(_UNIT_INTERVAL | _NON_NEGATIVE | _MOMENTUM):
+        value = getattr(getattr(config, section), name)
+        if (section, name) in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
+            raise InvalidInputError(f"{section}.{name} must be in [0, 1], got {value!r}")
+        if (section, name) in _NON_NEGATIVE and not value >= 0.0:
+            raise InvalidInputError(f"{section}.{name} must be >= 0, got {value!r}")
+        if (section, name) in _MOMENTUM and not 0.0 <= value < 1.0:
+            raise InvalidInputError(f"{section}.{name} must be in [0, 1), got {value!r}")
+    if config.run.num_threads > MAX_THREADS:
+        raise InvalidInputError(
+            f"run.num_threads must be at most {MAX_THREADS} (0: the library default), got "
+            f"{config.run.num_threads}"
+        )
+    if not _DEVICE.fullmatch(config.run.device):
+        raise InvalidInputError(
+            f"run.device must be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:<index>', got "
+            f"{config.run.device!r}"
+        )
+    if config.model.num_objects != NUM_OBJECTS:
+        raise InvalidInputError(
+            f"model.num_objects must be {NUM_OBJECTS} (Pong's left paddle, right paddle, ball "
+            f"and score), got {config.model.num_objects}"
+        )
+
+
 def validate(config: Config) -> None:
     """Raise :class:`InvalidInputError` naming the first field with an impossible value."""
+    _check_finite(config)
+    _check_ranges(config)
     for (section, name), choices in _CHOICES.items():
         value = getattr(getattr(config, section), name)
         if value not in choices:
@@ -497,6 +556,10 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Confi
                 data = tomllib.load(handle)
         except FileNotFoundError:
             raise InvalidInputError(f"config file {str(path)!r} does not exist") from None
+        except OSError as error:  # a directory, no permission, ...
+            raise InvalidInputError(
+                f"config file {str(path)!r} cannot be read: {error.strerror or error}"
+            ) from None
         except tomllib.TOMLDecodeError as error:
             raise InvalidInputError(
                 f"config file {str(path)!r} is not valid TOML: {error}"

@@ -48,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except S2ssmError as error:
         parser.exit(2, f"s2ssm {args.command}: error: {error}\n")
+    except OSError as error:  # the file system's answer: a path that is a file, no permission
+        parser.exit(1, f"s2ssm {args.command}: error: {error}\n")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

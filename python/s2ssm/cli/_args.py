@@ -4,8 +4,9 @@ was expected."""
 from __future__ import annotations
 
 import argparse
+import math
 
-__all__ = ["non_negative_int", "positive_int"]
+__all__ = ["non_negative_int", "positive_int", "probability"]
 
 
 def _int_at_least(text: str, minimum: int, expected: str) -> int:
@@ -26,3 +27,14 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """An integer >= 0."""
     return _int_at_least(text, 0, "an integer >= 0")
+
+
+def probability(text: str) -> float:
+    """A number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability, got {text!r}") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {value}")
+    return value

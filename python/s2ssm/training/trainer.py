@@ -88,7 +88,12 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto``: this rank's CUDA device when there is one, else the CPU."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InvalidInputError(
+            f"device: expected 'auto', 'cpu', 'cuda', 'cuda:1', ..., got {name!r}"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError(f"run.device is {name!r} but CUDA is not available")
     return device
