@@ -319,6 +319,24 @@ def test_target_run_sets_tau_from_another_runs_converged_error(
         tiny_config(tmp_path / "x", extra[0], "sparsity.target_ratio=0")
 
 
+def test_resume_refuses_a_config_that_computes_another_run(
+    tmp_path: Path,
+    tiny_data,  # type: ignore[no-untyped-def]
+) -> None:
+    cfg = tiny_config(tmp_path / "run")
+    train(cfg, data=tiny_data, max_steps=4)
+    config_json = (tmp_path / "run" / "config.json").read_text()
+    for change, named in (("optim.lr=0.5", "optim.lr"), ("run.seed=7", "run.seed")):
+        with pytest.raises(InvalidInputError, match=rf"other settings \({named}: "):
+            train(tiny_config(tmp_path / "run", change), data=tiny_data, resume=True)
+    assert (tmp_path / "run" / "config.json").read_text() == config_json  # not overwritten
+    with pytest.raises(InvalidInputError, match=r"other settings \(optim.steps: 5 -> 1\)"):
+        train(tiny_config(tmp_path / "run", "optim.steps=1"), data=tiny_data, resume=True)
+    # where and how it runs and logs may change
+    done = train(tiny_config(tmp_path / "run", "run.log_every=3"), data=tiny_data, resume=True)
+    assert done.step == 8
+
+
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
     tmp_path: Path,
     tiny_data,  # type: ignore[no-untyped-def]

@@ -157,6 +157,36 @@ def converged_error(run_dir: str | Path, window: int) -> float:
     return mean
 
 
+#: Fields a resumed run may change: where and how it runs and logs, not what it computes.
+RESUMABLE_CHANGES = frozenset(
+    {"run.out_dir", "run.progress", "run.log_every", "run.checkpoint_every", "run.num_threads",
+     "run.device"}
+)  # fmt: skip
+
+
+def _flat(config: Config) -> dict[str, Any]:
+    return {
+        f"{section}.{name}": value
+        for section, fields in config_to_dict(config).items()
+        for name, value in fields.items()
+    }
+
+
+def _check_resumable(saved: Config, config: Config, found: Path) -> None:
+    """Refuse to resume the checkpoint ``found`` (made with ``saved``) under a config that would
+    compute another run: any field but :data:`RESUMABLE_CHANGES` differs (also
+    ``optim.steps``: the learning-rate schedule depends on it)."""
+    old, new = _flat(saved), _flat(config)
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    changed = [k for k in changed if k not in RESUMABLE_CHANGES]
+    if changed:
+        listed = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise InvalidInputError(
+            f"cannot resume {found}: its run was made with other settings ({listed}); resume "
+            "with the run's own settings or start a new run.out_dir"
+        )
+
+
 class _Trainer:
     """The state of one training run on one rank."""
 
@@ -219,7 +249,8 @@ class _Trainer:
         log.info("VAE initialised from %s", path)
 
     def _restore(self, found: Path) -> None:
-        _info, tensors = read_checkpoint(found)
+        info, tensors = read_checkpoint(found)
+        _check_resumable(info.config, self.config, found)
         self.model.load_state_dict(tensors)
         state = load_trainer_state(found)
         self.optimizer.load_state_dict(state["optimizer"])
