@@ -345,3 +345,16 @@ def test_results_do_not_depend_on_thread_count():
     np.testing.assert_array_equal(
         graph.path_counts(layers, num_threads=1), graph.path_counts(layers, num_threads=2)
     )
+
+
+def test_bad_arguments_raise_errors_naming_them() -> None:
+    a = np.zeros((2, 3, 3), bool)
+    with pytest.raises(InvalidTypeError, match="threshold: expected a number"):
+        graph.shd(a, a, threshold="0.5")  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError, match="n_cols: expected an integer"):
+        graph.unpack_rows(graph.pack_rows(a), None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="graphs: expected finite values"):
+        graph.pack_rows(np.array([[np.nan, 0.0], [0.0, 1.0]]))
+    with pytest.raises(InvalidInputError, match="graphs: expected non-negative"):
+        graph.pack_rows(np.array([[0, -1], [0, 1]]))
+    np.testing.assert_array_equal(graph.unpack_rows(graph.pack_rows(a), 3), a)

@@ -560,3 +560,22 @@ def test_background_rejects_bad_resolution() -> None:
         sim.background(8)
     with pytest.raises(InvalidTypeError):
         sim.background(32.5)  # type: ignore[arg-type]
+
+
+def test_bad_flags_and_values_raise_errors_naming_them() -> None:
+    with pytest.raises(InvalidTypeError, match="occlusion: expected True or False"):
+        sim.generate("neutral", 1, 2, seed=0, occlusion="no")  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError, match="render: expected True or False"):
+        sim.generate("neutral", 1, 2, seed=0, render=1)  # type: ignore[arg-type]
+    states = np.full((1, len(sim.STATE_NAMES)), 10.0)
+    with pytest.raises(InvalidTypeError, match="previous: expected an array of numbers"):
+        sim.render(states, previous=[["1", "2"]], velocity="previous")
+    with pytest.raises(InvalidInputError, match="previous: expected finite values"):
+        sim.render(states, previous=[[np.nan, 1.0]], velocity="previous")
+    with pytest.raises(InvalidTypeError, match="mechanisms: expected an iterable"):
+        sim.register_environment("bad_mechanisms", 5)  # type: ignore[arg-type]
+    # an impossible size names the argument instead of a bare MemoryError
+    with pytest.raises(InvalidInputError, match=r"n_sequences: .* more than can be allocated"):
+        sim.generate("neutral", 2**40, 2, seed=0)
+    batch = sim.generate("neutral", 1, 2, seed=0, occlusion=np.bool_(True))
+    assert np.asarray(batch.frames).shape == (1, 2, 32, 32, 3)

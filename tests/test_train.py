@@ -330,8 +330,8 @@ def test_resume_refuses_a_config_that_computes_another_run(
         with pytest.raises(InvalidInputError, match=rf"other settings \({named}: "):
             train(tiny_config(tmp_path / "run", change), data=tiny_data, resume=True)
     assert (tmp_path / "run" / "config.json").read_text() == config_json  # not overwritten
-    with pytest.raises(InvalidInputError, match=r"other settings \(optim.steps: 5 -> 1\)"):
-        train(tiny_config(tmp_path / "run", "optim.steps=1"), data=tiny_data, resume=True)
+    with pytest.raises(InvalidInputError, match=r"at step 4, past the 3 steps of this config"):
+        train(tiny_config(tmp_path / "run", "optim.steps=0"), data=tiny_data, resume=True)
     # where and how it runs and logs may change
     done = train(tiny_config(tmp_path / "run", "run.log_every=3"), data=tiny_data, resume=True)
     assert done.step == 8

@@ -58,6 +58,7 @@ paths through the layers where every step is an edge of that layer or stays at i
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
@@ -123,6 +124,10 @@ def _binarize(name: str, array: np.ndarray, threshold: float | None) -> np.ndarr
     if kind == "i" and (array < 0).any():
         raise InvalidInputError(f"{name}: expected non-negative entries, got negative values")
     if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+            raise InvalidTypeError(
+                f"threshold: expected a number or None, got {type(threshold).__name__}"
+            )
         if not np.isfinite(threshold):
             raise InvalidInputError(f"threshold: expected a finite number, got {threshold!r}")
         if kind == "b":
@@ -406,6 +411,10 @@ def pack_rows(graphs: npt.ArrayLike) -> np.ndarray:
         raise InvalidInputError(
             f"graphs: expected (..., R, C) with C <= 64, got shape {array.shape}"
         )
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidInputError("graphs: expected finite values, got NaN or inf")
+    if array.dtype.kind in "if" and (array < 0).any():
+        raise InvalidInputError("graphs: expected non-negative entries, got negative values")
     bits = np.packbits(array != 0, axis=-1, bitorder="little")
     padded = np.zeros((*bits.shape[:-1], 8), dtype=np.uint8)
     padded[..., : bits.shape[-1]] = bits
@@ -417,6 +426,8 @@ def unpack_rows(rows: npt.ArrayLike, n_cols: int) -> np.ndarray:
     array = np.asarray(rows)
     if array.dtype != np.uint64:
         raise InvalidTypeError(f"rows: expected a uint64 array, got dtype {array.dtype}")
+    if isinstance(n_cols, bool) or not isinstance(n_cols, numbers.Integral):
+        raise InvalidTypeError(f"n_cols: expected an integer, got {type(n_cols).__name__}")
     if not 0 <= n_cols <= 64:
         raise InvalidInputError(f"n_cols: expected 0 to 64, got {n_cols}")
     as_bytes = np.ascontiguousarray(array, dtype="<u8").view(np.uint8)

@@ -78,6 +78,12 @@ def _int(name: str, value: Any, low: int, high: int | None = None) -> int:
     return value
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidTypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
 def batch_shapes(
     n_sequences: int, seq_len: int, resolution: int, channels: int, render: bool
 ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -174,9 +180,20 @@ def generate(
     prob = float(intervention_prob)
     if not 0.0 <= prob <= 1.0:
         raise InvalidInputError(f"intervention_prob: expected a probability in [0, 1], got {prob}")
+    occlusion, render = _flag("occlusion", occlusion), _flag("render", render)
     channels = 4 if velocity == "next_channel" else 3
-    shapes = batch_shapes(n_sequences, seq_len, resolution, channels, bool(render))
-    batch = allocate(shapes) if out is None else _check_out(out, shapes)
+    shapes = batch_shapes(n_sequences, seq_len, resolution, channels, render)
+    if out is None:
+        try:
+            batch = allocate(shapes)
+        except MemoryError:
+            size = sum(int(np.prod(shape)) * np.dtype(dt).itemsize for shape, dt in shapes.values())
+            raise InvalidInputError(
+                f"n_sequences: {n_sequences} sequences of seq_len {seq_len} at resolution "
+                f"{resolution} need {size:,} bytes, more than can be allocated"
+            ) from None
+    else:
+        batch = _check_out(out, shapes)
     _core.sim_generate_into(
         bits,
         index,
@@ -272,11 +289,18 @@ def render(
     prev = None
     if previous is not None:
         prev_array = np.asarray(previous)
+        if prev_array.dtype.kind not in "biuf":
+            raise InvalidTypeError(
+                f"previous: expected an array of numbers, got dtype {prev_array.dtype}"
+            )
         if prev_array.shape != (*lead, 2):
             raise InvalidInputError(
                 f"previous: expected shape {(*lead, 2)}, got {prev_array.shape}"
             )
         prev = np.ascontiguousarray(prev_array.reshape(-1, 2), dtype=np.float64)
+        if not np.isfinite(prev).all():
+            raise InvalidInputError("previous: expected finite values")
+    occlusion = _flag("occlusion", occlusion)
     resolution = _int("resolution", resolution, MIN_RESOLUTION, MAX_RESOLUTION)
     if num_threads is not None:
         num_threads = _int("num_threads", num_threads, 1, 1024)

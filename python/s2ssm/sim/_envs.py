@@ -68,8 +68,14 @@ def register_environment(name: str, mechanisms: Iterable[str]) -> int:
         raise InvalidInputError(f"name: expected an identifier-like string, got {name!r}")
     if isinstance(mechanisms, str):
         raise InvalidTypeError("mechanisms: expected an iterable of mechanism names, not a str")
+    try:
+        names = list(mechanisms)
+    except TypeError:
+        raise InvalidTypeError(
+            f"mechanisms: expected an iterable of mechanism names, got {type(mechanisms).__name__}"
+        ) from None
     bits = 0
-    for mechanism in mechanisms:
+    for mechanism in names:
         if mechanism not in MECHANISMS:
             raise InvalidInputError(
                 f"mechanisms: unknown mechanism {mechanism!r}; valid: {', '.join(MECHANISMS)}"

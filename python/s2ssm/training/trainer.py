@@ -157,10 +157,11 @@ def converged_error(run_dir: str | Path, window: int) -> float:
     return mean
 
 
-#: Fields a resumed run may change: where and how it runs and logs, not what it computes.
+#: Fields a resumed run may change: where and how it runs and logs, not what it computes;
+#: and ``optim.steps``, to extend a run (never below the checkpoint's step).
 RESUMABLE_CHANGES = frozenset(
     {"run.out_dir", "run.progress", "run.log_every", "run.checkpoint_every", "run.num_threads",
-     "run.device"}
+     "run.device", "optim.steps"}
 )  # fmt: skip
 
 
@@ -172,10 +173,11 @@ def _flat(config: Config) -> dict[str, Any]:
     }
 
 
-def _check_resumable(saved: Config, config: Config, found: Path) -> None:
-    """Refuse to resume the checkpoint ``found`` (made with ``saved``) under a config that would
-    compute another run: any field but :data:`RESUMABLE_CHANGES` differs (also
-    ``optim.steps``: the learning-rate schedule depends on it)."""
+def _check_resumable(saved: Config, config: Config, step: int, found: Path) -> None:
+    """Refuse to resume the checkpoint ``found`` (made with ``saved``, at ``step``) under a
+    config that would compute another run (a field outside :data:`RESUMABLE_CHANGES`
+    differs) or that ends before the checkpoint. A longer ``optim.steps`` extends the run; its
+    learning-rate schedule follows the new length from the resumed step on."""
     old, new = _flat(saved), _flat(config)
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     changed = [k for k in changed if k not in RESUMABLE_CHANGES]
@@ -184,6 +186,12 @@ def _check_resumable(saved: Config, config: Config, found: Path) -> None:
         raise InvalidInputError(
             f"cannot resume {found}: its run was made with other settings ({listed}); resume "
             "with the run's own settings or start a new run.out_dir"
+        )
+    total = config.vae.pretrain_steps + config.optim.steps
+    if step > total:
+        raise InvalidInputError(
+            f"cannot resume {found}: it is at step {step}, past the {total} steps of this "
+            f"config (optim.steps = {config.optim.steps})"
         )
 
 
@@ -250,7 +258,7 @@ class _Trainer:
 
     def _restore(self, found: Path) -> None:
         info, tensors = read_checkpoint(found)
-        _check_resumable(info.config, self.config, found)
+        _check_resumable(info.config, self.config, info.step, found)
         self.model.load_state_dict(tensors)
         state = load_trainer_state(found)
         self.optimizer.load_state_dict(state["optimizer"])
