@@ -217,3 +217,48 @@ def test_add_parser_registers_generate(tmp_path: Path) -> None:
     assert args.env == "right_mirror"
     assert args.run(args) == 0
     assert sim_io.open_dataset(out)[1]["env_ids"] == 3
+
+
+def _flip_a_byte(file: Path) -> None:
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+def test_a_resume_rewrites_damaged_shards_and_loading_refuses_them(tmp_path: Path) -> None:
+    from s2ssm.training.data import load_dataset
+
+    args = ["--env", "sine", "--sequences", "10", "--length", "5", "--shard-size", "3"]
+    clean, out = tmp_path / "clean", tmp_path / "out"
+    assert run_cli(*args, "--out", str(clean)) == 0
+    assert run_cli(*args, "--out", str(out)) == 0
+    _flip_a_byte(out / "shard_00001.npz")
+    with pytest.raises(sim_io.DatasetError, match=r"shard_00001\.npz: sha256 mismatch"):
+        load_dataset(str(out))
+    # a tampered start_index, and a truncated shard
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["shards"][2]["start_index"] = 5
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "shard_00003.npz").write_bytes((out / "shard_00003.npz").read_bytes()[:100])
+    assert run_cli(*args, "--out", str(out)) == 0  # resumes: the damaged shards again
+    assert listing(out) == listing(clean)
+    a = json.loads((clean / "manifest.json").read_text())["shards"]
+    b = json.loads((out / "manifest.json").read_text())["shards"]
+    assert a == b
+    np.testing.assert_array_equal(load_dataset(str(out)).frames, load_dataset(str(clean)).frames)
+
+
+def test_a_manifest_that_lost_a_shard_entry_is_refused(tmp_path: Path) -> None:
+    args = ["--env", "neutral", "--sequences", "7", "--length", "3", "--shard-size", "3"]
+    out = tmp_path / "data"
+    assert run_cli(*args, "--out", str(out)) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["shards"][1]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(sim_io.DatasetError, match="a shard entry is missing or moved"):
+        sim_io.open_dataset(out)
+    del manifest["shards"][-1]  # now the first shards tile, but too few sequences
+    manifest["shards"] = manifest["shards"][:1]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(sim_io.DatasetError, match="hold 3 sequences in 1 shards"):
+        sim_io.open_dataset(out)

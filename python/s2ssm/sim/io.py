@@ -220,9 +220,13 @@ def write_dataset(
                 f"out: {str(path)!r} was written by s2ssm {old.get('s2ssm_version')}, this is "
                 f"{__version__}; finish it with that version or use another directory"
             )
-        manifest["shards"] = [
-            s for s in old.get("shards", []) if all((path / f).exists() for f in s["files"])
-        ]
+        manifest["shards"] = []
+        for entry in old.get("shards", []):
+            problem = _shard_problem(path, entry, shard, n, spec.format)
+            if problem is None:
+                manifest["shards"].append(entry)
+            else:
+                log.warning("shard %s will be written again: %s", entry.get("index"), problem)
     for stale in path.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
     done = {s["index"] for s in manifest["shards"]}
@@ -280,6 +284,30 @@ def write_dataset(
     return manifest
 
 
+def _shard_problem(path: Path, entry: Any, shard: int, n: int, fmt: str) -> str | None:
+    """Why the manifest entry of an already written shard cannot be kept on resume (its place in
+    the dataset, its files or their sha256 do not match), or None."""
+    try:
+        index = int(entry["index"])
+        if not 0 <= index < -(-n // shard):
+            return f"index {index} out of range"
+        if int(entry["start_index"]) != index * shard:
+            return f"start_index {entry['start_index']} is not {index * shard}"
+        if int(entry["n_sequences"]) != min(shard, n - index * shard):
+            return f"n_sequences {entry['n_sequences']} is not {min(shard, n - index * shard)}"
+        files = list(_shard_files(index, fmt).values())
+        if entry["files"] != files or sorted(entry["sha256"]) != sorted(files):
+            return f"files {entry['files']} are not {files}"
+        for name in files:
+            if not (path / name).is_file():
+                return f"{name} is missing"
+            if _sha256(path / name) != entry["sha256"][name]:
+                return f"{name}: sha256 mismatch (corrupt or modified file)"
+    except (KeyError, TypeError, ValueError) as error:
+        return f"malformed entry ({error!r})"
+    return None
+
+
 def _savez(f: Any, arrays: dict[str, np.ndarray]) -> None:
     np.savez(f, **arrays)  # type: ignore[arg-type]
 
@@ -324,7 +352,28 @@ class ShardedDataset:
         self.config = self.manifest["config"]
         self.shards = sorted(self.manifest["shards"], key=lambda s: s["index"])
         self._starts = np.array([s["start_index"] for s in self.shards], dtype=np.int64)
+        self._check_coverage()
         self._cache: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def _check_coverage(self) -> None:
+        """The shards must tile sequences 0 .. n_sequences - 1 in order, without a gap."""
+        expected = 0
+        for k, entry in enumerate(self.shards):
+            if entry["index"] != k or entry["start_index"] != expected:
+                raise DatasetError(
+                    f"path: {MANIFEST} of {str(self.path)!r} lists shard {entry['index']} at "
+                    f"sequence {entry['start_index']}, expected shard {k} at {expected} (a "
+                    "shard entry is missing or moved); rerun generate"
+                )
+            expected += int(entry["n_sequences"])
+        if expected != int(self.config["n_sequences"]) or len(self.shards) != self.manifest.get(
+            "n_shards"
+        ):
+            raise DatasetError(
+                f"path: the shards of {str(self.path)!r} hold {expected} sequences in "
+                f"{len(self.shards)} shards, its {MANIFEST} promises "
+                f"{self.config['n_sequences']} in {self.manifest.get('n_shards')}; rerun generate"
+            )
 
     def __len__(self) -> int:
         return int(self.config["n_sequences"])

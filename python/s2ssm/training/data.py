@@ -138,10 +138,12 @@ def generate_sequences(
 
 def load_dataset(path: str, *, rank: int = 0, world: int = 1) -> SequenceSet:
     """This rank's share (:func:`shard_range`) of a dataset directory written by
-    ``s2ssm generate`` (:mod:`s2ssm.sim.io`), read into memory."""
+    ``s2ssm generate`` (:mod:`s2ssm.sim.io`), read into memory after every shard's sha256 is
+    checked against its manifest (a damaged shard raises ``DatasetError`` naming it)."""
     from s2ssm.sim import io
 
     ds = io.open_dataset(path)
+    ds.verify()
     start, stop = shard_range(len(ds), rank, world)
     parts = []
     for k, shard in enumerate(ds.shards):
