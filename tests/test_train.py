@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import s2ssm.training.trainer as train_module
 from s2ssm.config import Config, load_config
 from s2ssm.errors import InvalidInputError
 from s2ssm.training.checkpoint import (
+    CorruptCheckpointError,
     find_checkpoint,
     load_model,
     load_trainer_state,
@@ -335,6 +337,46 @@ def test_resume_refuses_a_config_that_computes_another_run(
     # where and how it runs and logs may change
     done = train(tiny_config(tmp_path / "run", "run.log_every=3"), data=tiny_data, resume=True)
     assert done.step == 8
+
+
+@pytest.mark.parametrize("damage", ["model", "trainer", "latest"])
+def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_damaged(
+    tmp_path: Path,
+    tiny_data,  # type: ignore[no-untyped-def]
+    damage: str,
+) -> None:
+    full = train(tiny_config(tmp_path / "full"), data=tiny_data)
+    cfg = tiny_config(tmp_path / "run", "run.checkpoint_every=2", "run.log_every=1")
+    train(cfg, data=tiny_data, max_steps=6)  # checkpoints at steps 4 and 6 are kept
+    newest = tmp_path / "run" / "checkpoints" / "step_0000006"
+    if damage == "model":
+        file = newest / "model.safetensors"
+        file.write_bytes(file.read_bytes()[:200])
+    elif damage == "trainer":
+        file = newest / "trainer.pt"
+        file.write_bytes(file.read_bytes()[:50])
+    else:
+        shutil.rmtree(newest)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"step": 6, "pha')  # a line cut short
+    resumed = train(cfg, data=tiny_data, resume=True)
+    assert resumed.history[0]["step"] == 4 and resumed.step == 8
+    assert losses(resumed.history) == losses(full.history)[4:]
+    a, _ = load_model(full.checkpoint)  # type: ignore[arg-type]
+    b, _ = load_model(resumed.checkpoint)  # type: ignore[arg-type]
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+    steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
+    assert steps == list(range(8))
+
+
+def test_a_damaged_checkpoint_is_a_clear_error(tmp_path: Path, tiny_data) -> None:  # type: ignore[no-untyped-def]
+    result = train(tiny_config(tmp_path / "run"), data=tiny_data)
+    assert result.checkpoint is not None
+    file = result.checkpoint / "model.safetensors"
+    file.write_bytes(file.read_bytes()[:200])
+    with pytest.raises(CorruptCheckpointError, match="cannot be read"):
+        load_model(tmp_path / "run")
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(

@@ -32,6 +32,8 @@ from s2ssm.files import atomic_write_text, umask
 __all__ = [
     "FORMAT",
     "CheckpointInfo",
+    "CorruptCheckpointError",
+    "checkpoints_newest_first",
     "find_checkpoint",
     "load_model",
     "load_trainer_state",
@@ -42,6 +44,10 @@ __all__ = [
 FORMAT = "s2ssm-checkpoint-v1"
 MODEL_FILE = "model.safetensors"
 TRAINER_FILE = "trainer.pt"
+
+
+class CorruptCheckpointError(InvalidInputError):
+    """A checkpoint's files cannot be read back (truncated, damaged, not ours)."""
 
 
 @dataclass(frozen=True)
@@ -115,16 +121,36 @@ def read_checkpoint(path: str | Path) -> tuple[CheckpointInfo, dict[str, torch.T
     if found is None:
         raise InvalidInputError(f"no checkpoint in {str(path)!r}")
     tensors: dict[str, torch.Tensor] = {}
-    with safe_open(str(found / MODEL_FILE), framework="pt") as handle:
-        meta = handle.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise InvalidInputError(
-                f"{found / MODEL_FILE} is not an s2ssm checkpoint (format {meta.get('format')!r})"
-            )
-        for key in handle.keys():
-            tensors[key] = handle.get_tensor(key)
+    try:
+        with safe_open(str(found / MODEL_FILE), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            for key in handle.keys():
+                tensors[key] = handle.get_tensor(key)
+    except Exception as error:  # safetensors raises its own error type for damaged files
+        raise CorruptCheckpointError(f"{found / MODEL_FILE} cannot be read: {error}") from None
+    if meta.get("format") != FORMAT or "step" not in meta or "config" not in meta:
+        raise CorruptCheckpointError(
+            f"{found / MODEL_FILE} is not an s2ssm checkpoint (format {meta.get('format')!r})"
+        )
     info = CheckpointInfo(found, int(meta["step"]), config_from_json(meta["config"]))
     return info, tensors
+
+
+def checkpoints_newest_first(run_dir: str | Path) -> list[Path]:
+    """The checkpoint directories of a run, the one ``latest`` names first, then the others
+    from the newest step down (to fall back to when the newest cannot be read)."""
+    root = Path(run_dir) / "checkpoints"
+    found = []
+    try:
+        latest = find_checkpoint(run_dir)
+    except InvalidInputError:  # latest names a directory that is gone: use the others
+        latest = None
+    if latest is not None:
+        found.append(latest)
+    if root.is_dir():
+        steps = sorted((p for p in root.glob("step_*") if (p / MODEL_FILE).is_file()), reverse=True)
+        found += [p for p in steps if p != latest]
+    return found
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Any, CheckpointInfo]:
@@ -146,9 +172,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[An
 
 def load_trainer_state(checkpoint_dir: Path) -> dict[str, Any]:
     """The trainer state saved beside a checkpoint's weights (loaded with ``weights_only``)."""
-    state: dict[str, Any] = torch.load(
-        checkpoint_dir / TRAINER_FILE, map_location="cpu", weights_only=True
-    )
-    if state.get("format") != FORMAT:
-        raise InvalidInputError(f"{checkpoint_dir / TRAINER_FILE} is not an s2ssm trainer state")
+    try:
+        state: dict[str, Any] = torch.load(
+            checkpoint_dir / TRAINER_FILE, map_location="cpu", weights_only=True
+        )
+    except Exception as error:  # truncated zip, bad pickle, missing file, ...
+        raise CorruptCheckpointError(
+            f"{checkpoint_dir / TRAINER_FILE} cannot be read: {error}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CorruptCheckpointError(
+            f"{checkpoint_dir / TRAINER_FILE} is not an s2ssm trainer state"
+        )
     return state

@@ -32,6 +32,8 @@ from s2ssm.errors import InvalidInputError, S2ssmError
 from s2ssm.files import atomic_write_text, write_json
 from s2ssm.models import S2SSM, LambdaSchedule, dynamics_loss
 from s2ssm.training.checkpoint import (
+    CorruptCheckpointError,
+    checkpoints_newest_first,
     find_checkpoint,
     load_trainer_state,
     read_checkpoint,
@@ -225,9 +227,9 @@ class _Trainer:
         self.total_steps = config.vae.pretrain_steps + config.optim.steps
         self.step = 0
         self.checkpoint: Path | None = None
-        found = find_checkpoint(out_dir) if resume and out_dir.exists() else None
-        if found is not None:
-            self._restore(found)
+        candidates = checkpoints_newest_first(out_dir) if resume and out_dir.exists() else []
+        if candidates:
+            self._restore_newest_readable(candidates)
         else:
             if config.vae.init_from:
                 self._load_vae(config.vae.init_from)
@@ -255,6 +257,21 @@ class _Trainer:
                 f"vae.init_from: the VAE of {path!r} does not fit this config: {error}"
             ) from None
         log.info("VAE initialised from %s", path)
+
+    def _restore_newest_readable(self, candidates: list[Path]) -> None:
+        """Resume from the newest checkpoint that reads back whole; a damaged one (a kill
+        during a copy, a full disk) is skipped with a warning."""
+        problems = []
+        for found in candidates:
+            try:
+                self._restore(found)
+                return
+            except CorruptCheckpointError as error:
+                log.warning("skipping a damaged checkpoint: %s", error)
+                problems.append(str(error))
+        raise CorruptCheckpointError(
+            "no checkpoint of this run can be read back: " + "; ".join(problems)
+        )
 
     def _restore(self, found: Path) -> None:
         info, tensors = read_checkpoint(found)
@@ -484,7 +501,12 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     kept = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip() and json.loads(line).get("step", -1) < step:
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:  # a line cut short by a kill: it is redone
+            log.warning("dropping a partial line of %s", path)
+            continue
+        if isinstance(record, dict) and record.get("step", -1) < step:
             kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
