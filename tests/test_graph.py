@@ -358,3 +358,24 @@ def test_bad_arguments_raise_errors_naming_them() -> None:
     with pytest.raises(InvalidInputError, match="graphs: expected non-negative"):
         graph.pack_rows(np.array([[0, -1], [0, 1]]))
     np.testing.assert_array_equal(graph.unpack_rows(graph.pack_rows(a), 3), a)
+
+
+@pytest.mark.parametrize(
+    ("threads", "error"),
+    [(5000, InvalidInputError), (2**40, InvalidInputError), (-1, InvalidInputError),
+     (0, InvalidInputError), (True, InvalidTypeError), ("2", InvalidTypeError)],
+)  # fmt: skip
+def test_thread_counts_are_checked_before_any_work(threads: object, error: type) -> None:
+    a = np.zeros((2, 3, 3), bool)
+    layers = np.zeros((2, 2, 3, 3), bool)
+    calls = [
+        lambda: graph.shd(a, a, num_threads=threads),
+        lambda: graph.edge_metrics(a, a, num_threads=threads),
+        lambda: graph.path_counts(layers, num_threads=threads),
+        lambda: graph.reachability(layers, num_threads=threads),
+        lambda: graph.causal_graph(layers, num_threads=threads),
+    ]
+    for call in calls:
+        with pytest.raises(error, match="num_threads"):
+            call()
+    assert graph.shd(a, a, num_threads=2).tolist() == [0, 0]

@@ -70,6 +70,7 @@ from s2ssm.errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
     "MAX_NODES",
+    "MAX_THREADS",
     "EdgeMetrics",
     "causal_graph",
     "edge_metrics",
@@ -109,6 +110,23 @@ def _as_array(name: str, value: object) -> np.ndarray:
             f"{name}: expected a bool, integer or float array, got dtype {array.dtype}"
         )
     return array
+
+
+#: The most worker threads a call may ask for (the simulator's cap too).
+MAX_THREADS = 1024
+
+
+def _threads(num_threads: object) -> int | None:
+    """``num_threads`` checked: None (the library default) or an integer in 1..MAX_THREADS."""
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral):
+        raise InvalidTypeError(
+            f"num_threads: expected an integer or None, got {type(num_threads).__name__}"
+        )
+    if not 1 <= int(num_threads) <= MAX_THREADS:
+        raise InvalidInputError(f"num_threads: expected 1 to {MAX_THREADS}, got {num_threads}")
+    return int(num_threads)
 
 
 def _binarize(name: str, array: np.ndarray, threshold: float | None) -> np.ndarray:
@@ -200,7 +218,7 @@ def shd(
     reversal = _choice("reversal", reversal, ("double", "single"))  # type: ignore[assignment]
     diagonal = _choice("diagonal", diagonal, ("ignore", "count"))  # type: ignore[assignment]
     p, t, single = _graph_pair(pred, true, threshold)
-    out = _core.shd(p, t, reversal, diagonal, num_threads)
+    out = _core.shd(p, t, reversal, diagonal, _threads(num_threads))
     return int(out[0]) if single else out
 
 
@@ -255,7 +273,7 @@ def edge_metrics(
     """TP, FP, FN, TN, precision, recall, F1, FDR, TPR, FPR and nnz of directed edges."""
     diagonal = _choice("diagonal", diagonal, ("ignore", "count"))  # type: ignore[assignment]
     p, t, single = _graph_pair(pred, true, threshold)
-    counts = _core.edge_counts(p, t, diagonal, num_threads).astype(np.int64)
+    counts = _core.edge_counts(p, t, diagonal, _threads(num_threads)).astype(np.int64)
     tp, fp, fn, tn = counts.T
     fields = {
         "tp": tp,
@@ -321,7 +339,7 @@ def path_counts(
         if (stack < 0).any():
             raise InvalidInputError("layers: expected non-negative weights, got negative values")
         weights = np.ascontiguousarray(stack, dtype=np.float64)
-        counts = _core.path_counts_f64(weights, layout, num_threads)
+        counts = _core.path_counts_f64(weights, layout, _threads(num_threads))
     else:
         if kind == "i" and (stack < 0).any():
             raise InvalidInputError("layers: expected non-negative counts, got negative values")
@@ -332,7 +350,7 @@ def path_counts(
         else:
             data = np.ascontiguousarray(stack, dtype=np.uint64)
         target = None if out is None else _out_array(out, stack.shape, single)
-        counts = _core.path_counts_u64(data, layout, num_threads, target)
+        counts = _core.path_counts_u64(data, layout, _threads(num_threads), target)
         if out is not None:
             return out
     return counts[0] if single else counts
@@ -369,9 +387,9 @@ def reachability(
     stack, single = _layer_stack("layers", layers)
     binary = _binarize("layers", stack, threshold)
     if packed:
-        result = _core.reachability(binary, layout, num_threads)
+        result = _core.reachability(binary, layout, _threads(num_threads))
     else:
-        result = _core.reachability_dense(binary, layout, num_threads).view(np.bool_)
+        result = _core.reachability_dense(binary, layout, _threads(num_threads)).view(np.bool_)
     return result[0] if single else result
 
 
