@@ -379,3 +379,66 @@ def test_thread_counts_are_checked_before_any_work(threads: object, error: type)
         with pytest.raises(error, match="num_threads"):
             call()
     assert graph.shd(a, a, num_threads=2).tolist() == [0, 0]
+
+
+def test_the_core_refuses_arrays_that_are_not_c_contiguous() -> None:
+    # numpy's Fortran order is contiguous too: read as C order it gave wrong answers
+    from s2ssm import _core
+
+    rng = np.random.default_rng(0)
+    a = (rng.random((2, 3, 4)) > 0.5).astype(np.uint8)
+    f = np.asfortranarray(a)
+    with pytest.raises(InvalidInputError, match="pred: expected a C-contiguous array"):
+        _core.shd(f, np.zeros_like(a), "double", "ignore")
+    with pytest.raises(InvalidInputError, match="pred: expected a C-contiguous array"):
+        _core.edge_counts(f, np.zeros_like(a), "ignore")
+    layers = (rng.random((2, 2, 4, 4)) > 0.5).astype(np.uint8)
+    fl = np.asfortranarray(layers)
+    for call in (_core.path_counts_u64, _core.reachability, _core.reachability_dense):
+        with pytest.raises(InvalidInputError, match="layers: expected a C-contiguous array"):
+            call(fl, "child_parent")
+    with pytest.raises(InvalidInputError, match="layers: expected a C-contiguous array"):
+        _core.path_counts_f64(np.asfortranarray(layers.astype(np.float64)), "child_parent")
+    out = np.asfortranarray(np.zeros((2, 4, 4), np.uint64))
+    with pytest.raises(InvalidInputError, match="out: expected a C-contiguous array"):
+        _core.path_counts_u64(layers, "child_parent", None, out)
+    # the wrappers copy to C order: the same answer for both layouts
+    assert graph.shd(f, 0 * a).tolist() == graph.shd(a, 0 * a).tolist()
+
+
+def test_an_output_too_large_to_allocate_is_a_memory_error_not_an_abort() -> None:
+    # (2**40, 0, 0) holds no data but asks for terabytes of output. Run in a child process
+    # whose address space is capped, so the allocation fails whatever the overcommit policy,
+    # and an abort (the old behaviour) fails this test instead of killing pytest.
+    import subprocess
+    import sys
+
+    script = """
+import resource
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+import numpy as np
+from s2ssm import _core
+z3 = np.zeros((2**40, 0, 0), np.uint8)
+z4 = np.zeros((2**40, 0, 64, 64), np.uint8)
+calls = [
+    lambda: _core.shd(z3, z3, "double", "ignore"),
+    lambda: _core.edge_counts(z3, z3, "ignore"),
+    lambda: _core.path_counts_u64(z4, "child_parent"),
+    lambda: _core.path_counts_f64(z4.astype(np.float64), "child_parent"),
+    lambda: _core.reachability(z4, "child_parent"),
+    lambda: _core.reachability_dense(z4, "child_parent"),
+]
+for call in calls:
+    try:
+        call()
+    except MemoryError as error:
+        assert "cannot allocate an output" in str(error), error
+    else:
+        raise SystemExit("no MemoryError")
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -579,3 +579,17 @@ def test_bad_flags_and_values_raise_errors_naming_them() -> None:
         sim.generate("neutral", 2**40, 2, seed=0)
     batch = sim.generate("neutral", 1, 2, seed=0, occlusion=np.bool_(True))
     assert np.asarray(batch.frames).shape == (1, 2, 32, 32, 3)
+
+
+def test_the_core_refuses_fortran_order_render_buffers() -> None:
+    from s2ssm import _core
+
+    states = np.full((2, len(sim.STATE_NAMES)), 10.0)
+    frames = np.asfortranarray(np.zeros((2, 32, 32, 3), np.uint8))
+    masks = np.zeros((2, 32, 32), np.uint8)
+    with pytest.raises(InvalidInputError, match="frames: expected a C-contiguous array"):
+        _core.sim_render_into(states, None, 32, "none", False, frames, masks)
+    with pytest.raises(InvalidInputError, match="states: expected a C-contiguous array"):
+        _core.sim_render_into(
+            np.asfortranarray(states), None, 32, "none", False, np.zeros_like(frames), masks
+        )

@@ -1,6 +1,8 @@
 //! Mapping of core errors to the Python exception hierarchy of `s2ssm.errors`.
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PyOverflowError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyMemoryError, PyOverflowError, PyRuntimeError, PyValueError,
+};
 use pyo3::prelude::*;
 use s2ssm_core::CoreError;
 
@@ -67,4 +69,34 @@ pub fn run_in<T: Send>(pool: Option<&rayon::ThreadPool>, work: impl FnOnce() -> 
         Some(pool) => pool.install(work),
         None => work(),
     }
+}
+
+/// An `InvalidInputError` naming `name` unless its array is C-contiguous: `as_slice` of the
+/// numpy crate also accepts Fortran order, whose data would be read in the wrong layout.
+pub(crate) fn require_c_order(
+    py: Python<'_>,
+    c_contiguous: bool,
+    name: &'static str,
+) -> PyResult<()> {
+    if c_contiguous {
+        Ok(())
+    } else {
+        Err(invalid(py, name, "expected a C-contiguous array"))
+    }
+}
+
+/// A zeroed output buffer of `dims`' product elements: a `MemoryError` when the product
+/// overflows or the allocation fails (an input shape like `(2**40, 0, 0)` asks for terabytes
+/// while holding no data), where `vec!` would abort the process.
+pub(crate) fn zeroed<T: Clone + Default>(dims: &[usize]) -> PyResult<Vec<T>> {
+    let len = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| PyMemoryError::new_err(format!("output of shape {dims:?} overflows")))?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| {
+        PyMemoryError::new_err(format!("cannot allocate an output of shape {dims:?}"))
+    })?;
+    out.resize(len, T::default());
+    Ok(out)
 }

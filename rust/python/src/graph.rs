@@ -1,7 +1,7 @@
 //! Bindings of `s2ssm_core::graph`. Arrays arrive C-contiguous with the dtype named in each
 //! signature (the `s2ssm.graph` wrappers see to that); results move into numpy without copies.
 
-use crate::errors::{invalid, run_in, thread_pool, to_py_err};
+use crate::errors::{invalid, require_c_order, run_in, thread_pool, to_py_err, zeroed};
 use numpy::ndarray::{Array1, Array2, Array3};
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray3, PyReadonlyArray4,
@@ -48,11 +48,12 @@ fn parse_layout(py: Python<'_>, value: &str) -> PyResult<Layout> {
 
 /// The data of a C-contiguous array, or a clear error naming the argument.
 macro_rules! contiguous {
-    ($py:expr, $array:expr, $name:literal) => {
+    ($py:expr, $array:expr, $name:literal) => {{
+        require_c_order($py, $array.is_c_contiguous(), $name)?;
         $array
             .as_slice()
             .map_err(|_| invalid($py, $name, "expected a C-contiguous array"))?
-    };
+    }};
 }
 
 /// Checks that `pred` and `true` have one shape and returns it.
@@ -94,7 +95,7 @@ fn shd<'py>(
         contiguous!(py, truth, "true"),
     );
     let pool = thread_pool(py, num_threads)?;
-    let mut out = vec![0u32; shape.batch];
+    let mut out = zeroed::<u32>(&[shape.batch])?;
     py.detach(|| {
         run_in(pool.as_ref(), || {
             graph::shd(p, t, shape, reversal, diagonal, &mut out)
@@ -121,7 +122,7 @@ fn edge_counts<'py>(
         contiguous!(py, truth, "true"),
     );
     let pool = thread_pool(py, num_threads)?;
-    let mut out = vec![0u32; 4 * shape.batch];
+    let mut out = zeroed::<u32>(&[4, shape.batch])?;
     py.detach(|| {
         run_in(pool.as_ref(), || {
             graph::edge_counts(p, t, shape, diagonal, &mut out)
@@ -195,6 +196,7 @@ where
                 return Err(invalid(py, "out", message));
             }
             {
+                require_c_order(py, array.is_c_contiguous(), "out")?;
                 let mut writable = array
                     .try_readwrite()
                     .map_err(|_| invalid(py, "out", "expected a writable array not in use"))?;
@@ -206,7 +208,7 @@ where
             Ok(array)
         }
         None => {
-            let mut counts = vec![0u64; b * n * n];
+            let mut counts = zeroed::<u64>(&[b, n, n])?;
             compute(&mut counts)?;
             let counts = Array3::from_shape_vec((b, n, n), counts)
                 .map_err(|e| invalid(py, "out", e.to_string()))?;
@@ -228,7 +230,7 @@ fn path_counts_f64<'py>(
     let (b, l, n) = stack_dims(py, layers.shape())?;
     let data = contiguous!(py, layers, "layers");
     let pool = thread_pool(py, num_threads)?;
-    let mut out = vec![0f64; b * n * n];
+    let mut out = zeroed::<f64>(&[b, n, n])?;
     py.detach(|| {
         run_in(pool.as_ref(), || {
             graph::path_counts_f64(data, b, l, n, layout, &mut out)
@@ -253,7 +255,7 @@ fn reachability<'py>(
     let (b, l, n) = stack_dims(py, layers.shape())?;
     let data = contiguous!(py, layers, "layers");
     let pool = thread_pool(py, num_threads)?;
-    let mut out = vec![0u64; b * n];
+    let mut out = zeroed::<u64>(&[b, n])?;
     py.detach(|| {
         run_in(pool.as_ref(), || {
             graph::reachability(data, b, l, n, layout, &mut out)
@@ -277,7 +279,7 @@ fn reachability_dense<'py>(
     let (b, l, n) = stack_dims(py, layers.shape())?;
     let data = contiguous!(py, layers, "layers");
     let pool = thread_pool(py, num_threads)?;
-    let mut out = vec![0u8; b * n * n];
+    let mut out = zeroed::<u8>(&[b, n, n])?;
     py.detach(|| {
         run_in(pool.as_ref(), || {
             graph::reachability_dense(data, b, l, n, layout, &mut out)

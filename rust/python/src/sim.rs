@@ -2,9 +2,12 @@
 //! allocates (or checks) C-contiguous output arrays; this fills them in place with the GIL
 //! released, in chunks, checking for Ctrl-C between chunks.
 
-use crate::errors::{invalid, run_in, thread_pool, to_py_err};
+use crate::errors::{invalid, require_c_order, run_in, thread_pool, to_py_err};
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2, PyReadwriteArray1, PyReadwriteArrayDyn};
+use numpy::{
+    IntoPyArray, PyArray2, PyReadonlyArray2, PyReadwriteArray1, PyReadwriteArrayDyn,
+    PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 use s2ssm_core::sim::dynamics::{Interventions, STATE_DIM, TARGETS};
 use s2ssm_core::sim::env::{self, Mechanisms, K};
@@ -115,6 +118,16 @@ fn sim_generate_into(
         None
     };
     let slice_err = |name: &'static str| invalid(py, name, "expected a C-contiguous array");
+    for (name, c_order) in [
+        ("frames", frames.is_c_contiguous()),
+        ("masks", masks.is_c_contiguous()),
+        ("states", states.is_c_contiguous()),
+        ("interventions", interventions.is_c_contiguous()),
+        ("local_graphs", local_graphs.is_c_contiguous()),
+        ("env_ids", env_ids.is_c_contiguous()),
+    ] {
+        require_c_order(py, c_order, name)?;
+    }
     let frames = frames.as_slice_mut().map_err(|_| slice_err("frames"))?;
     let masks = masks.as_slice_mut().map_err(|_| slice_err("masks"))?;
     let states = states.as_slice_mut().map_err(|_| slice_err("states"))?;
@@ -203,6 +216,15 @@ fn sim_render_into(
         .detach(|| Renderer::shared(config))
         .map_err(|e| to_py_err(py, e))?;
     let slice_err = |name: &'static str| invalid(py, name, "expected a C-contiguous array");
+    let previous_c_order = previous.as_ref().is_none_or(|p| p.is_c_contiguous());
+    for (name, c_order) in [
+        ("states", states.is_c_contiguous()),
+        ("previous", previous_c_order),
+        ("frames", frames.is_c_contiguous()),
+        ("masks", masks.is_c_contiguous()),
+    ] {
+        require_c_order(py, c_order, name)?;
+    }
     let states = states.as_slice().map_err(|_| slice_err("states"))?;
     let previous = match previous.as_ref() {
         Some(p) => Some(p.as_slice().map_err(|_| slice_err("previous"))?),
