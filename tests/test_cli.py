@@ -63,3 +63,20 @@ def test_an_unknown_device_is_a_clear_error():
 
     with pytest.raises(InvalidInputError, match="device: expected"):
         select_device("nosuch")
+
+
+def test_a_missing_optional_dependency_names_the_extra_to_install(tmp_path):
+    # a fresh interpreter in which torch cannot be imported (pip install s2ssm without extras)
+    import subprocess
+    import sys
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "small_cpu.toml"
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from s2ssm.cli import main\n"
+        f"main(['train', '--config', {str(config)!r}, '--out-dir', {str(tmp_path)!r}])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "needs torch, which is not installed" in done.stderr
+    assert "pip install 's2ssm[torch]'" in done.stderr and "Traceback" not in done.stderr

@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The optional dependencies (import name -> the extra of pyproject.toml that installs it).
+_EXTRAS = {"torch": "torch", "safetensors": "torch", "tqdm": "torch", "matplotlib": "plot",
+           "triton": "triton"}  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``s2ssm`` console script; returns the exit status."""
     parser = build_parser()
@@ -48,6 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except S2ssmError as error:
         parser.exit(2, f"s2ssm {args.command}: error: {error}\n")
+    except ModuleNotFoundError as error:
+        extra = _EXTRAS.get((error.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        parser.exit(
+            2,
+            f"s2ssm {args.command}: error: this command needs {error.name}, which is not "
+            f"installed: python -m pip install 's2ssm[{extra}]'\n",
+        )
     except OSError as error:  # the file system's answer: a path that is a file, no permission
         parser.exit(1, f"s2ssm {args.command}: error: {error}\n")
     except KeyboardInterrupt:
