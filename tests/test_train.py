@@ -226,6 +226,10 @@ def test_train_writes_metrics_config_and_checkpoints(tmp_path: Path, tiny_data) 
     assert result.checkpoint is not None
     _model, info = load_model(result.checkpoint)
     assert info.step == 8 and info.config == cfg
+    mask = os.umask(0)
+    os.umask(mask)
+    for file in ("model.safetensors", "trainer.pt"):  # the umask's mode, not mkstemp's 0600
+        assert (result.checkpoint / file).stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 @pytest.mark.parametrize("stop_at", [2, 5])

@@ -79,6 +79,8 @@ def save_checkpoint(
         metadata = {"format": FORMAT, "config": config_to_json(config), "step": str(step)}
         save_file(tensors, str(tmp / MODEL_FILE), metadata=metadata)
         torch.save({"format": FORMAT, "step": step, **trainer_state}, tmp / TRAINER_FILE)
+        for file in (MODEL_FILE, TRAINER_FILE):  # safetensors writes 0600: the umask's mode
+            os.chmod(tmp / file, 0o666 & ~umask())
         os.chmod(tmp, 0o777 & ~umask())
         final = root / name
         if final.exists():
