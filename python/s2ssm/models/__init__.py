@@ -57,7 +57,7 @@ because none beat the best constant graph or the defaults there:
   the run (density 0.40-0.63).
 
 What fails, measured: paddle -> ball is closed on nearly every transition, collision or not
-(AUROC 0.55-0.95, P(open | collision) 0-0.3), although the paddle's information is worth the
+(AUROC 0.43-0.95, P(open | collision) 0-0.3), although the paddle's information is worth the
 most exactly there (``s2ssm.evaluation.events``, test split, five seeds: on collisions the
 ball's error is 1.4-2.4x the dense SSM's, elsewhere the same): the penalty shuts the edge
 through its static bias before the gate has learnt which states need it.
