@@ -442,3 +442,9 @@ print("ok")
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_one_thread_cap_for_configs_metrics_and_the_simulator() -> None:
+    from s2ssm import config
+
+    assert config.MAX_THREADS == graph.MAX_THREADS

@@ -285,7 +285,7 @@ _NON_NEGATIVE = {
     ("optim", "grad_clip"),
 }
 _MOMENTUM = {("optim", "beta1"), ("optim", "beta2")}  # [0, 1)
-MAX_THREADS = 1024  # the simulator's cap too
+MAX_THREADS = 1024  # s2ssm.graph.MAX_THREADS (config imports no Rust core), the simulator's cap
 NUM_OBJECTS = 4  # Pong's objects: left paddle, right paddle, ball, score (s2ssm.sim.OBJECTS)
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 

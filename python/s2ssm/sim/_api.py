@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from s2ssm import _core
 from s2ssm.errors import InvalidInputError, InvalidTypeError
+from s2ssm.graph import MAX_THREADS
 from s2ssm.sim._envs import OBJECTS, STATE_NAMES, TARGETS, _env_bits
 
 __all__ = [
@@ -168,7 +169,7 @@ def generate(
     start_index = _int("start_index", start_index, 0, 2**64 - 1 - n_sequences)
     resolution = _int("resolution", resolution, MIN_RESOLUTION, MAX_RESOLUTION)
     if num_threads is not None:
-        num_threads = _int("num_threads", num_threads, 1, 1024)
+        num_threads = _int("num_threads", num_threads, 1, MAX_THREADS)
     if velocity not in VELOCITY_CUES:
         raise InvalidInputError(f"velocity: expected one of {VELOCITY_CUES}, got {velocity!r}")
     if intervention_mode not in INTERVENTION_MODES:
@@ -303,7 +304,7 @@ def render(
     occlusion = _flag("occlusion", occlusion)
     resolution = _int("resolution", resolution, MIN_RESOLUTION, MAX_RESOLUTION)
     if num_threads is not None:
-        num_threads = _int("num_threads", num_threads, 1, 1024)
+        num_threads = _int("num_threads", num_threads, 1, MAX_THREADS)
     if velocity not in VELOCITY_CUES:
         raise InvalidInputError(f"velocity: expected one of {VELOCITY_CUES}, got {velocity!r}")
     channels = 4 if velocity == "next_channel" else 3
