@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s2ssm import sim
-from s2ssm.errors import InvalidInputError
+from s2ssm.errors import InvalidInputError, InvalidTypeError
 from s2ssm.sim import reference as ref
 
 
@@ -104,30 +104,69 @@ def test_reference_render_draws_scene_from_state() -> None:
     assert mask[3:8, 19].all() and not mask[3:8, 18].any()
 
 
-def test_gym_env_reproduces_generate() -> None:
-    from s2ssm.sim.gym import PongEnv
+@settings(max_examples=25, deadline=None)
+@given(
+    env=st.integers(0, 10),
+    n=st.integers(1, 4),
+    t=st.integers(1, 12),
+    seed=st.integers(0, 2**64 - 1),
+    data=st.data(),
+)
+def test_schedules_match_reference(env: int, n: int, t: int, seed: int, data: Any) -> None:
+    """Random do() schedules (drawn values, set values inside and outside the field)."""
+    targets = np.array(data.draw(st.lists(st.booleans(), min_size=n * t * 5, max_size=n * t * 5)))
+    value = st.one_of(st.just(np.nan), st.floats(-50, 50))
+    values = np.array(data.draw(st.lists(value, min_size=n * t * 5, max_size=n * t * 5)))
+    schedule = sim.InterventionSchedule(targets.reshape(n, t, 5), values.reshape(n, t, 5))
+    got = sim.generate(env, n, t, seed=seed, resolution=16, schedule=schedule)
+    want = ref.generate(
+        env, n, t, seed=seed, resolution=16, schedule=(schedule.targets, schedule.values)
+    )
+    assert_agree(got, want)
+    np.testing.assert_array_equal(got.interventions, schedule.targets)
 
-    env = PongEnv("sine_left_away", intervention_prob=0.15, velocity="previous")
-    obs, info = env.reset(seed=31)
-    frames, states, graphs = [obs], [info["state"]], [info["local_graph"]]
-    for _ in range(11):
-        obs, reward, terminated, truncated, info = env.step()
-        frames.append(obs)
-        states.append(info["state"])
-        graphs.append(info["local_graph"])
-        assert reward == 0.0 and not terminated and not truncated
-    batch = sim.generate("sine_left_away", 1, 12, seed=31, velocity="previous")
-    np.testing.assert_array_equal(np.array(frames), batch.frames[0])
-    np.testing.assert_allclose(np.array(states), batch.states[0], atol=4e-6)
-    np.testing.assert_array_equal(np.array(graphs), batch.local_graphs[0])
-    np.testing.assert_array_equal(env.render(), frames[-1])
-    # Driving it: do(paddle_left_y = 10) and do(ball_x = 20).
-    obs, _, _, _, info = env.step({"paddle_left_y": 10.0, "ball_x": 20.0})
-    assert info["state"][0] == 10.0 and info["state"][2] == 20.0
-    np.testing.assert_array_equal(info["local_graph"][0], [0, 0, 0, 0, 1])
-    assert info["local_graph"][2, 4] and info["interventions"][[1, 3]].all()
-    with pytest.raises(InvalidInputError, match="unknown targets"):
-        env.step({"paddle": 1.0})
+
+def test_a_schedule_repeating_the_random_draws_changes_nothing() -> None:
+    batch = sim.generate("bounce", 5, 20, seed=8, intervention_prob=0.4)
+    again = sim.generate(
+        "bounce", 5, 20, seed=8, schedule=sim.InterventionSchedule(batch.interventions)
+    )
+    assert_agree(again, ref.generate("bounce", 5, 20, seed=8, intervention_prob=0.4))
+
+
+def test_iterate_splits_a_schedule() -> None:
+    s = sim.InterventionSchedule.from_records(
+        7, 6, [(0, 1, "ball_y", 5.0), (4, 2, "paddle_right_y", None), (6, 5, "ball_dir", 1.0)]
+    )
+    whole = sim.generate("neutral", 7, 6, seed=2, schedule=s)
+    parts = list(
+        sim.iterate("neutral", 7, 6, seed=2, batch_size=3, reuse_buffers=False, schedule=s)
+    )
+    np.testing.assert_array_equal(np.concatenate([p.frames for p in parts]), whole.frames)
+    np.testing.assert_array_equal(np.concatenate([p.interventions for p in parts]), s.targets)
+
+
+def test_bad_schedules_are_refused() -> None:
+    with pytest.raises(InvalidInputError, match="schedule: expected 2 sequences x 4 steps"):
+        sim.generate("neutral", 2, 4, seed=0, schedule=sim.InterventionSchedule.empty(2, 5))
+    with pytest.raises(InvalidTypeError, match="schedule"):
+        sim.generate("neutral", 2, 4, seed=0, schedule=np.zeros((2, 4, 5), bool))
+    with pytest.raises(InvalidInputError, match="values: expected finite"):
+        sim.InterventionSchedule(np.ones((1, 1, 5), bool), np.full((1, 1, 5), np.inf))
+    with pytest.raises(InvalidTypeError, match="targets: expected a bool array"):
+        sim.InterventionSchedule(np.ones((1, 1, 5)))
+    with pytest.raises(InvalidInputError, match="targets: expected shape"):
+        sim.InterventionSchedule(np.ones((1, 5), bool))
+    s = sim.InterventionSchedule.empty(2, 3)
+    with pytest.raises(InvalidInputError, match="target: expected one of"):
+        s.do(0, 0, "paddle")
+    with pytest.raises(InvalidInputError, match="step: expected 0 to 2"):
+        s.do(0, 3, "ball_x")
+    with pytest.raises(InvalidInputError, match="value: expected a finite"):
+        s.do(0, 0, "ball_x", float("nan"))
+    with pytest.raises(InvalidTypeError, match="sequence: expected an integer"):
+        s.do(0.5, 0, "ball_x")  # type: ignore[arg-type]
+    assert not s.targets.any(), "a refused do() changes nothing"
 
 
 def test_render_reproduces_generate() -> None:

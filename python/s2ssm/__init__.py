@@ -15,9 +15,14 @@ checks it, and that no import cycle exists):
   plots;
 - :mod:`s2ssm.experiments` -- the paper's protocol in a resumable run directory, and its report;
 - :mod:`s2ssm.cli` -- the ``s2ssm`` command line.
+
+With gymnasium installed, ``import s2ssm`` registers ``s2ssm/InterventionalPong-v0``
+(:mod:`s2ssm.sim.gym`, imported only when made).
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 from s2ssm._core import __version__
 from s2ssm.errors import CountOverflowError, InvalidInputError, InvalidTypeError, S2ssmError
@@ -29,3 +34,21 @@ __all__ = [
     "S2ssmError",
     "__version__",
 ]
+
+
+def _register_gymnasium_envs() -> None:
+    """Registers the gymnasium id (the environment module is imported by ``gymnasium.make``)."""
+    if importlib.util.find_spec("gymnasium") is None:
+        return
+    import gymnasium
+
+    if "s2ssm/InterventionalPong-v0" not in gymnasium.registry:
+        gymnasium.register(
+            id="s2ssm/InterventionalPong-v0",
+            entry_point="s2ssm.sim.gym:InterventionalPongEnv",
+            vector_entry_point="s2ssm.sim.gym:InterventionalPongVectorEnv",
+            max_episode_steps=1000,
+        )
+
+
+_register_gymnasium_envs()

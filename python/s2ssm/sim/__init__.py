@@ -5,6 +5,7 @@
   arbitrary states (e.g. a model's predictions) exactly as :func:`generate` does.
 - :data:`ENVIRONMENTS` (the 11 of SPARTAN / S2-SSM), :func:`env_id`,
   :func:`register_environment` for user combinations of :data:`MECHANISMS`.
+- :class:`InterventionSchedule`: explicit do() interventions for :func:`generate`.
 - :func:`global_graph`, :func:`unpack_masks`; objects :data:`OBJECTS`, variables
   :data:`STATE_NAMES`, intervention targets :data:`TARGETS`.
 - :mod:`s2ssm.sim.reference` (NumPy reference), :mod:`s2ssm.sim.io` (shards on disk),
@@ -66,6 +67,7 @@ from s2ssm.sim._envs import (
     register_environment,
 )
 from s2ssm.sim.io import DatasetSpec, export_citris, open_dataset, write_dataset
+from s2ssm.sim.schedule import InterventionSchedule
 
 __all__ = [
     "ENVIRONMENTS",
@@ -76,6 +78,7 @@ __all__ = [
     "STATE_NAMES",
     "TARGETS",
     "DatasetSpec",
+    "InterventionSchedule",
     "PongBatch",
     "background",
     "env_id",

@@ -15,6 +15,7 @@ from s2ssm import _core
 from s2ssm.errors import InvalidInputError, InvalidTypeError
 from s2ssm.graph import MAX_THREADS
 from s2ssm.sim._envs import OBJECTS, STATE_NAMES, TARGETS, _env_bits
+from s2ssm.sim.schedule import InterventionSchedule
 
 __all__ = [
     "MAX_RESOLUTION",
@@ -146,6 +147,7 @@ def generate(
     intervention_prob: float = 0.15,
     intervention_mode: str = "single",
     render: bool = True,
+    schedule: InterventionSchedule | None = None,
 ) -> PongBatch:
     """Generates sequences ``start_index .. start_index + n_sequences`` of environment ``env``.
 
@@ -161,6 +163,9 @@ def generate(
     ``intervention_mode``: ``"single"`` (CITRIS's rule: no intervention with probability
     ``(1 - intervention_prob) ** 5``, else one target uniformly at random; 0.15 gives none 44 %,
     each target 11 %) or ``"multi"`` (each target independently with ``intervention_prob``).
+    ``schedule`` (:class:`~s2ssm.sim.InterventionSchedule` of ``(n_sequences, seq_len)``):
+    explicit do() interventions instead of random ones (``intervention_prob`` and
+    ``intervention_mode`` are then not used); ``interventions`` equals ``schedule.targets``.
     """
     index, bits = _env_bits(env)
     n_sequences = _int("n_sequences", n_sequences, 1)
@@ -182,6 +187,16 @@ def generate(
     if not 0.0 <= prob <= 1.0:
         raise InvalidInputError(f"intervention_prob: expected a probability in [0, 1], got {prob}")
     occlusion, render = _flag("occlusion", occlusion), _flag("render", render)
+    if schedule is not None:
+        if not isinstance(schedule, InterventionSchedule):
+            raise InvalidTypeError(
+                f"schedule: expected an InterventionSchedule, got {type(schedule).__name__}"
+            )
+        if schedule.shape != (n_sequences, seq_len):
+            raise InvalidInputError(
+                f"schedule: expected {n_sequences} sequences x {seq_len} steps, got "
+                f"{schedule.shape[0]} x {schedule.shape[1]}"
+            )
     channels = 4 if velocity == "next_channel" else 3
     shapes = batch_shapes(n_sequences, seq_len, resolution, channels, render)
     if out is None:
@@ -214,6 +229,8 @@ def generate(
         batch.local_graphs,
         batch.env_ids,
         num_threads,
+        None if schedule is None else schedule.targets,
+        None if schedule is None else schedule.values,
     )
     return batch
 
@@ -234,11 +251,20 @@ def iterate(
     With ``reuse_buffers`` (the default) every batch is written into the same arrays, so a
     yielded batch is only valid until the next one is requested: copy what you keep. The
     concatenation of the batches equals ``generate(env, n_sequences, seq_len, ...)``.
-    ``options`` are passed on to :func:`generate`.
+    ``options`` are passed on to :func:`generate`; a ``schedule`` covers all ``n_sequences``
+    and is split with the batches.
     """
     n_sequences = _int("n_sequences", n_sequences, 1)
     batch_size = _int("batch_size", batch_size, 1)
     start_index = _int("start_index", start_index, 0)
+    schedule = options.pop("schedule", None)
+    if schedule is not None and (
+        not isinstance(schedule, InterventionSchedule) or schedule.shape != (n_sequences, seq_len)
+    ):
+        raise InvalidInputError(
+            f"schedule: expected an InterventionSchedule of {n_sequences} sequences x "
+            f"{seq_len} steps"
+        )
     buffers: PongBatch | None = None
     done = 0
     while done < n_sequences:
@@ -246,6 +272,8 @@ def iterate(
         out = None
         if reuse_buffers and buffers is not None:
             out = buffers if m == len(buffers) else _contiguous_head(buffers, m)
+        if schedule is not None:
+            options["schedule"] = schedule.rows(done, done + m)
         batch = generate(
             env, m, seq_len, seed=seed, start_index=start_index + done, out=out, **options
         )

@@ -166,10 +166,12 @@ def step(
     intervention_prob: float = 0.15,
     multi: bool = False,
     forced: np.ndarray | None = None,
+    values: np.ndarray | None = None,
 ) -> tuple[RefState, np.ndarray, np.ndarray]:
     """One transition; returns ``(next state, interventions (N, 5), local graphs (N, K, K+1))``.
 
-    ``forced`` (bool ``(N, 5)``), when given, replaces the random choice of targets.
+    ``forced`` (bool ``(N, 5)``), when given, replaces the random choice of targets; ``values``
+    (float ``(N, 5)``, NaN: the drawn value) are the forced targets' do() values.
     """
     has = {name: bool(mechanisms & bit) for name, bit in MECHANISMS.items()}
     d = _Draws(seed, np.asarray(seqs, dtype=np.uint64), t)
@@ -267,6 +269,11 @@ def step(
     value_r = np.where(is_point, 4.0 + 24.0 * u_pr, s.paddle_right + sign_r * 1.5 + 0.5 * z_r)
     n.paddle_left = np.where(iv[:, T_LEFT], value_l, n.paddle_left)
     n.paddle_right = np.where(iv[:, T_RIGHT], value_r, n.paddle_right)
+    if forced is not None and values is not None:
+        v = np.asarray(values, dtype=np.float64).reshape(n_seq, len(TARGETS))
+        set_v = iv & ~np.isnan(v)
+        for k, field in enumerate(("ball_dir", "ball_x", "ball_y", "paddle_left", "paddle_right")):
+            setattr(n, field, np.where(set_v[:, k], v[:, k], getattr(n, field)))
 
     n.ball_dir = _wrap(n.ball_dir)
     n.ball_x = _clamp(n.ball_x, 2.0, 30.0)
@@ -436,8 +443,10 @@ def generate(
     intervention_prob: float = 0.15,
     intervention_mode: str = "single",
     render_frames: bool = True,
+    schedule: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> RefBatch:
-    """The reference of :func:`s2ssm.sim.generate` (same arguments, same draws)."""
+    """The reference of :func:`s2ssm.sim.generate` (same arguments, same draws); ``schedule``:
+    ``(targets, values)`` arrays ``(n_sequences, seq_len, 5)``."""
     index, bits = _env_bits(env)
     seqs = np.arange(start_index, start_index + n_sequences, dtype=np.uint64)
     state = initial_state(seed, seqs)
@@ -450,7 +459,15 @@ def generate(
     graphs = np.zeros((n_sequences, seq_len, K, K + 1), bool)
     for t in range(seq_len):
         nxt, iv, g = step(
-            state, bits, seed, seqs, t, intervention_prob, intervention_mode == "multi"
+            state,
+            bits,
+            seed,
+            seqs,
+            t,
+            intervention_prob,
+            intervention_mode == "multi",
+            forced=None if schedule is None else schedule[0][:, t],
+            values=None if schedule is None else schedule[1][:, t],
         )
         states[:, t] = nxt.to_array()
         ivs[:, t] = iv

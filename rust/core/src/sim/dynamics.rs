@@ -171,6 +171,25 @@ pub struct StepInfo {
     pub hit: u8,
 }
 
+/// Interventions chosen by the caller for one step (a do() schedule, an agent's action): which
+/// targets, and for each a value, or NaN for the simulator's own intervention value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Forced {
+    /// Intervened targets, in the order of [`T_DIR`] .. [`T_RIGHT`].
+    pub targets: [bool; TARGETS],
+    /// `do(target = value)`; NaN: the value an intervention would draw. Clamped (and the angle
+    /// wrapped) like every state.
+    pub values: [f64; TARGETS],
+}
+
+impl Forced {
+    /// No target intervened.
+    pub const NONE: Forced = Forced {
+        targets: [false; TARGETS],
+        values: [f64::NAN; TARGETS],
+    };
+}
+
 /// `p` moved toward (or, with `away`, away from) `target` by at most [`PADDLE_STEP`].
 #[inline]
 fn track(p: f64, target: f64, away: bool) -> f64 {
@@ -237,8 +256,23 @@ pub fn step(
     interventions: &Interventions,
     draws: &Draws,
 ) -> (State, StepInfo) {
+    step_with(s, mechanisms, interventions, draws, None)
+}
+
+/// [`step`] with the interventions of `forced`, when given, instead of random ones (every other
+/// draw is the same, so a schedule that repeats the random choice reproduces [`step`]).
+pub fn step_with(
+    s: &State,
+    mechanisms: Mechanisms,
+    interventions: &Interventions,
+    draws: &Draws,
+    forced: Option<&Forced>,
+) -> (State, StepInfo) {
     let mut info = StepInfo {
-        intervened: choose_targets(draws, interventions),
+        intervened: match forced {
+            Some(f) => f.targets,
+            None => choose_targets(draws, interventions),
+        },
         ..StepInfo::default()
     };
     let mut n = *s;
@@ -370,6 +404,20 @@ pub fn step(
             } else {
                 s.paddle_right + sign(u_sign_r) * PADDLE_STEP + 0.5 * z_r
             };
+        }
+        if let Some(f) = forced {
+            let fields = [
+                &mut n.ball_dir,
+                &mut n.ball_x,
+                &mut n.ball_y,
+                &mut n.paddle_left,
+                &mut n.paddle_right,
+            ];
+            for ((field, &on), &value) in fields.into_iter().zip(&f.targets).zip(&f.values) {
+                if on && !value.is_nan() {
+                    *field = value;
+                }
+            }
         }
     }
 

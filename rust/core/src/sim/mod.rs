@@ -11,11 +11,12 @@
 
 pub mod dynamics;
 pub mod env;
+pub mod games;
 pub mod render;
 pub mod rng;
 
 use crate::error::{CoreError, CoreResult};
-use dynamics::{Interventions, State, STATE_DIM, TARGETS};
+use dynamics::{Forced, Interventions, State, STATE_DIM, TARGETS};
 use env::{Mechanisms, K};
 use rayon::prelude::*;
 use render::{BallCues, RenderConfig, Renderer};
@@ -63,7 +64,7 @@ pub struct Outputs<'a> {
     pub env_ids: &'a mut [i64],
 }
 
-fn check_len(argument: &'static str, got: usize, want: usize) -> CoreResult<()> {
+pub(crate) fn check_len(argument: &'static str, got: usize, want: usize) -> CoreResult<()> {
     if got != want {
         return Err(CoreError::invalid(
             argument,
@@ -73,17 +74,53 @@ fn check_len(argument: &'static str, got: usize, want: usize) -> CoreResult<()> 
     Ok(())
 }
 
+/// An explicit do() schedule for `n` sequences of `t` steps, C-order `(n, t, TARGETS)`: at
+/// `[i, s, k]`, whether target `k` is intervened on the transition to frame `s` of sequence
+/// `i`, and its value (NaN: the simulator's own intervention value). It replaces the random
+/// interventions.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule<'a> {
+    pub targets: &'a [bool],
+    pub values: &'a [f64],
+}
+
+impl Schedule<'_> {
+    /// The forced interventions of row `row` (`sequence * t + step`).
+    fn at(&self, row: usize) -> Forced {
+        let mut forced = Forced::NONE;
+        let range = row * TARGETS..(row + 1) * TARGETS;
+        if let (Some(t), Some(v)) = (self.targets.get(range.clone()), self.values.get(range)) {
+            forced.targets.copy_from_slice(t);
+            forced.values.copy_from_slice(v);
+        }
+        forced
+    }
+}
+
+/// Checks that do() values are finite or NaN (an infinite angle has no direction).
+pub(crate) fn check_values(argument: &'static str, values: &[f64]) -> CoreResult<()> {
+    if values.iter().any(|v| v.is_infinite()) {
+        return Err(CoreError::invalid(
+            argument,
+            "expected finite values (or NaN for the drawn value), got an infinity",
+        ));
+    }
+    Ok(())
+}
+
 /// Most sequences handed to one rayon task (fewer for small batches, so that every thread
 /// gets several tasks).
 const SEQUENCES_PER_TASK: usize = 16;
 
-/// Generates sequences `start_index .. start_index + n` of length `seq_len` into `out`.
+/// Generates sequences `start_index .. start_index + n` of length `seq_len` into `out`, with
+/// the interventions of `schedule` (rows of these `n` sequences) when given.
 pub fn generate_into(
     config: &SimConfig,
     renderer: Option<&Renderer>,
     start_index: u64,
     n: usize,
     seq_len: usize,
+    schedule: Option<Schedule<'_>>,
     out: Outputs<'_>,
 ) -> CoreResult<()> {
     config.validate()?;
@@ -126,6 +163,11 @@ pub fn generate_into(
     check_len("interventions", out.interventions.len(), n * is)?;
     check_len("local_graphs", out.graphs.len(), n * gs)?;
     check_len("env_ids", out.env_ids.len(), n)?;
+    if let Some(sc) = &schedule {
+        check_len("schedule_targets", sc.targets.len(), n * is)?;
+        check_len("schedule_values", sc.values.len(), n * is)?;
+        check_values("schedule_values", sc.values)?;
+    }
     if n == 0 {
         return Ok(());
     }
@@ -158,13 +200,15 @@ pub fn generate_into(
             |(chunk, (((((frames, masks), states), ivs), graphs), ids))| {
                 for (i, id) in ids.iter_mut().enumerate() {
                     *id = config.env_id;
-                    let seq = start_index + (chunk * per + i) as u64;
+                    let local = chunk * per + i;
+                    let seq = start_index + local as u64;
                     let range = |len: usize| i * len..(i + 1) * len;
                     run_sequence(
                         config,
                         renderer,
                         seq,
                         seq_len,
+                        schedule.map(|sc| (sc, local * seq_len)),
                         frames.get_mut(range(fs)).unwrap_or(&mut []),
                         masks.get_mut(range(ms)).unwrap_or(&mut []),
                         states.get_mut(range(ss)).unwrap_or(&mut []),
@@ -244,13 +288,33 @@ pub fn render_states(
     Ok(())
 }
 
-/// Runs one sequence into its slices (lengths checked by the caller).
+/// Draws the frame of the transition `previous -> next` (the ball cues need both).
+pub(crate) fn render_transition(
+    renderer: &Renderer,
+    previous: &State,
+    next: &State,
+    frame: &mut [u8],
+    mask: &mut [u8],
+) {
+    let cues = BallCues {
+        previous: (previous.ball_x, previous.ball_y),
+        next: (
+            next.ball_x + libm::sin(next.ball_dir) * next.ball_speed,
+            next.ball_y + libm::cos(next.ball_dir) * next.ball_speed,
+        ),
+    };
+    renderer.render(next, &cues, frame, mask);
+}
+
+/// Runs one sequence into its slices (lengths checked by the caller); `schedule` with the row
+/// of its first step.
 #[allow(clippy::too_many_arguments)]
 fn run_sequence(
     config: &SimConfig,
     renderer: Option<&Renderer>,
     seq: u64,
     seq_len: usize,
+    schedule: Option<(Schedule<'_>, usize)>,
     frames: &mut [u8],
     masks: &mut [u8],
     states: &mut [f32],
@@ -273,7 +337,14 @@ fn run_sequence(
         .take(seq_len);
     for (t, ((state_out, iv_out), graph_out)) in rows.enumerate() {
         let draws = Draws::new(config.seed, seq, t as u32);
-        let (next, info) = dynamics::step(&state, config.mechanisms, &config.interventions, &draws);
+        let forced = schedule.map(|(sc, first)| sc.at(first + t));
+        let (next, info) = dynamics::step_with(
+            &state,
+            config.mechanisms,
+            &config.interventions,
+            &draws,
+            forced.as_ref(),
+        );
         for (o, v) in state_out.iter_mut().zip(next.to_array()) {
             *o = v as f32;
         }
@@ -286,14 +357,7 @@ fn run_sequence(
         }
         if let (Some(r), Some(fi), Some(mi)) = (renderer, frame_iter.as_mut(), mask_iter.as_mut()) {
             if let (Some(frame), Some(mask)) = (fi.next(), mi.next()) {
-                let cues = BallCues {
-                    previous: (state.ball_x, state.ball_y),
-                    next: (
-                        next.ball_x + libm::sin(next.ball_dir) * next.ball_speed,
-                        next.ball_y + libm::cos(next.ball_dir) * next.ball_speed,
-                    ),
-                };
-                r.render(&next, &cues, frame, mask);
+                render_transition(r, &state, &next, frame, mask);
             }
         }
         state = next;
@@ -354,6 +418,7 @@ mod tests {
             start,
             n,
             t,
+            None,
             Outputs {
                 frames: &mut b.frames,
                 masks: &mut b.masks,
@@ -422,6 +487,7 @@ mod tests {
             0,
             1,
             1,
+            None,
             Outputs {
                 frames: &mut [],
                 masks: &mut [],
