@@ -80,3 +80,24 @@ def test_a_missing_optional_dependency_names_the_extra_to_install(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "needs torch, which is not installed" in done.stderr
     assert "pip install 's2ssm[torch]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_help_is_plain_text_with_every_option_explained_and_defaults_shown():
+    import argparse
+
+    from s2ssm.cli import build_parser
+    from s2ssm.sim import ENVIRONMENTS
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(commands.choices) >= {"generate", "train", "eval", "plot", "reproduce", "graph-demo"}
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            assert action.help, f"s2ssm {name}: {action.option_strings or action.dest} has no help"
+        text = sub.format_help()
+        assert "``" not in text and ":mod:" not in text and ":func:" not in text, name
+    generate = commands.choices["generate"].format_help()
+    assert "(default: 32)" in generate and "(default: 0)" in generate
+    assert all(env in " ".join(generate.split()) for env in ENVIRONMENTS)
+    train = " ".join(commands.choices["train"].format_help().split())
+    assert "small_cpu" in train and "paper_s2ssm" in train

@@ -13,6 +13,7 @@ import pytest
 
 from s2ssm import sim
 from s2ssm.cli.generate import main
+from s2ssm.errors import InvalidInputError
 from s2ssm.sim import io as sim_io
 
 
@@ -110,7 +111,7 @@ def test_rerun_with_other_settings_is_refused(
         (["--resolution", "200"], "16 to 128"),
         (["--resolution", "x"], "positive integer"),
         (["--format", "csv"], "invalid choice"),
-        (["--intervention-prob", "1.5"], "intervention_prob"),
+        (["--intervention-prob", "1.5"], "--intervention-prob: expected a probability in [0, 1]"),
     ],
 )
 def test_bad_arguments_are_refused(
@@ -145,20 +146,96 @@ def test_unwritable_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert "cannot write" in capsys.readouterr().err
 
 
-def test_citris_export(tmp_path: Path) -> None:
-    path = tmp_path / "train.npz"
-    assert run_cli("--citris", "--sequences", "1", "--length", "30", "--out", str(path)) == 0
-    data = np.load(path)
-    assert data["images"].shape == (30, 32, 32, 4) and data["images"].dtype == np.uint8
-    assert data["latents"].shape == (30, 8) and data["latents"].dtype == np.float32
-    assert data["targets"].shape == (29, 8)
-    assert list(data["keys"]) == list(sim_io.CITRIS_KEYS)
-    batch = sim.generate("neutral", 1, 30, seed=0, velocity="next_channel")
-    np.testing.assert_array_equal(data["images"][..., :3], batch.frames[0, ..., :3])
-    np.testing.assert_array_equal(data["images"][..., 3], 255 - batch.frames[0, ..., 3])
-    np.testing.assert_array_equal(data["latents"][:, 2], batch.states[0, :, 2])  # ball_x
-    np.testing.assert_array_equal(data["targets"][:, 4], batch.interventions[0, 1:, 3])
-    assert not data["targets"][:, [1, 6, 7]].any()
+def test_citris_export_reads_back_through_citris_loader(tmp_path: Path) -> None:
+    from citris_loader import load_datasets
+
+    from s2ssm.sim.citris import CITRIS_FILES, CITRIS_KEYS
+
+    out = tmp_path / "pong"
+    assert run_cli("--citris", "--sequences", "2", "--length", "60", "--out", str(out)) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(CITRIS_FILES)
+    train = np.load(out / "train.npz")
+    assert train["images"].shape == (120, 32, 32, 4) and train["images"].dtype == np.uint8
+    assert train["latents"].shape == (120, 8) and train["latents"].dtype == np.float32
+    assert train["targets"].shape == (119, 8) and train["keys"].dtype.kind == "U"
+    assert list(train["keys"]) == list(CITRIS_KEYS)
+    batch = sim.generate("neutral", 1, 120, seed=0, velocity="next_channel")
+    np.testing.assert_array_equal(train["images"][..., :3], batch.frames[0, ..., :3])
+    np.testing.assert_array_equal(train["images"][..., 3], 255 - batch.frames[0, ..., 3])
+    np.testing.assert_array_equal(train["latents"][:, 2], batch.states[0, :, 2])  # ball_x
+    np.testing.assert_array_equal(train["targets"][:, 4], batch.interventions[0, 1:, 3])
+    assert not train["targets"][:, [1, 6, 7]].any()
+
+    data = load_datasets(str(out), seq_len=3)
+    names = ["ball-vel-dir", "ball-x", "ball-y", "paddle-left-y", "paddle-right-y"]
+    assert data["train"].target_names_l == names
+    assert list(data["var_info"]) == [  # ball-vel-magn is constant (2) in neutral: dropped
+        "ball-vel-dir", "ball-x", "ball-y", "paddle-left-y", "paddle-right-y", "score-left",
+        "score-right",
+    ]  # fmt: skip
+    imgs, targets = data["train"][5]
+    assert imgs.shape == (3, 4, 32, 32) and targets.shape == (2, 5)
+    assert imgs.min() >= -1.0 and imgs.max() <= 1.0
+    for split, size in (("val", 30), ("test", 30)):
+        indep = data[split]
+        assert len(indep) == size
+        img, latents = indep[0]
+        assert img.shape == (4, 32, 32) and latents.shape == (7,)
+        assert np.abs(indep.latents[:, 1:5]).max() <= 1.0  # positions / 16 - 1
+        triplets = data[f"{split}_triplet"]
+        assert len(triplets) == 12
+        imgs, mask, latents = triplets[0]
+        assert imgs.shape == (3, 4, 32, 32) and mask.shape == (5,) and latents.shape == (3, 7)
+        raw = np.load(out / f"{split}_triplets.npz")
+        source = np.load(out / f"{split}.npz")
+        m = raw["targets"].astype(bool)
+        assert m.any(axis=1).all(), "at least one variable from frame 2"
+        assert not m[:, ~(source["targets"].sum(0) > 0)].any(), "only intervened ones switch"
+        first, second, mixed = (raw["latents"][:, k] for k in range(3))
+        np.testing.assert_array_equal(mixed, np.where(m, second, first))
+        frames, _ = sim.render(
+            np.stack([mixed[:, CITRIS_KEYS.index(k)] for k in (
+                "paddle_left_y", "paddle_right_y", "ball_x", "ball_y", "ball_vel_dir",
+                "ball_vel_magn", "score_left", "score_right",
+            )], axis=-1),
+            velocity="next_channel",
+        )  # fmt: skip
+        np.testing.assert_array_equal(raw["images"][:, 2, ..., :3], frames[..., :3])
+        pairs_in_source = (raw["images"][:, :2, None] == source["images"][None, None]).all(
+            axis=(-1, -2, -3)
+        )
+        assert pairs_in_source.any(axis=-1).all(), "frames 1 and 2 come from the split's sequence"
+
+    again = tmp_path / "again"
+    run_cli("--citris", "--sequences", "2", "--length", "60", "--out", str(again))
+    for name in CITRIS_FILES:
+        a, b = np.load(out / name), np.load(again / name)
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--occlusion", None), ("--velocity", "previous"), ("--format", "npy"), ("--shard-size", "1")],
+)
+def test_citris_export_refuses_options_it_cannot_carry(
+    tmp_path: Path, option: str, value: str | None, capsys: pytest.CaptureFixture
+) -> None:
+    extra = [option] if value is None else [option, value]
+    args = ["--citris", "--sequences", "1", "--length", "40", "--out", str(tmp_path / "c")]
+    with pytest.raises(SystemExit):
+        run_cli(*args, *extra)
+    assert f"cannot carry {option}" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_citris_export_needs_interventions_and_enough_frames(tmp_path: Path) -> None:
+    from s2ssm.sim.citris import export_citris
+
+    with pytest.raises(InvalidInputError, match="intervention_prob"):
+        export_citris(tmp_path, "neutral", 100, seed=0, intervention_prob=0.0)
+    with pytest.raises(InvalidInputError, match="n_frames"):
+        export_citris(tmp_path, "neutral", 19, seed=0)
 
 
 @pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")

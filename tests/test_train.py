@@ -125,6 +125,23 @@ def test_config_file_errors(tmp_path: Path) -> None:
         load_config(bad)
 
 
+def test_configs_load_by_preset_name_from_the_installed_package() -> None:
+    from s2ssm.config import PRESET_DIR, presets, resolve_config_path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    assert set(presets()) == {p.stem for p in root.glob("*.toml")}
+    assert PRESET_DIR.is_dir()  # the package's own copy (site-packages in CI)
+    for name in presets():
+        assert (PRESET_DIR / f"{name}.toml").read_bytes() == (root / f"{name}.toml").read_bytes()
+    assert load_config("small_cpu") == load_config(root / "small_cpu.toml")
+    assert load_config("small_cpu.toml", ["optim.steps=7"]).optim.steps == 7
+    with pytest.raises(InvalidInputError, match="neither a file nor a preset; presets: "):
+        load_config("small_gpu")
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        load_config("sub/small_cpu.toml")
+    assert resolve_config_path("nosuch.toml") == Path("nosuch.toml")
+
+
 def test_shipped_configs_load() -> None:
     import tomllib
 

@@ -546,11 +546,37 @@ def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
     return config_from_dict(data)
 
 
+#: Where the shipped presets live (``s2ssm/configs/*.toml``, in the wheel and in a clone).
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def presets() -> tuple[str, ...]:
+    """The names of the shipped config presets (``small_cpu``, ``paper_s2ssm``, ...)."""
+    return tuple(sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` itself when it exists or names a file (has a folder or a suffix), else the
+    shipped preset of that name (``small_cpu`` or ``small_cpu.toml``)."""
+    given = Path(path)
+    if given.exists() or (given.parent != Path(".") and given.suffix):
+        return given
+    name = given.stem if given.suffix == ".toml" else given.name
+    if given.parent == Path(".") and name in presets():
+        return PRESET_DIR / f"{name}.toml"
+    if given.parent == Path(".") and not given.suffix:
+        raise InvalidInputError(
+            f"config {str(path)!r} is neither a file nor a preset; presets: {', '.join(presets())}"
+        )
+    return given
+
+
 def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Config:
-    """Read a TOML config (``None``: the defaults) and apply ``--set`` overrides."""
+    """Read a TOML config (a path or a preset name, see :func:`presets`; ``None``: the
+    defaults) and apply ``--set`` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        path = resolve_config_path(path)
         try:
             with path.open("rb") as handle:
                 data = tomllib.load(handle)

@@ -24,6 +24,7 @@ from s2ssm.errors import S2ssmError
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
     from s2ssm.cli import generate, graph_demo, reproduce, world_model
+    from s2ssm.cli._args import use_help_formatter
 
     parser = argparse.ArgumentParser(prog="s2ssm", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"s2ssm {__version__}")
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     world_model.add_parser(subparsers)
     reproduce.add_parser(subparsers)
     graph_demo.add_parser(subparsers)
+    use_help_formatter(parser)
     return parser
 
 

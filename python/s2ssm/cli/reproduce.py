@@ -57,7 +57,8 @@ def add_parser(subparsers: Any) -> None:
         "--config",
         metavar="TOML",
         default=None,
-        help="protocol file ([protocol] + config tables) instead of the built-in preset",
+        help="protocol file ([protocol] + config tables) instead of the built-in preset, or "
+        "a shipped one by name (reproduce_quick, reproduce_paper)",
     )
     parser.add_argument(
         "--set",

@@ -9,6 +9,8 @@ import json
 import logging
 import sys
 
+from s2ssm.config import presets
+
 __all__ = ["add_parser"]
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         help="train S2-SSM (or a baseline) from a TOML config",
         description="Train the world model; runs under torchrun for several processes/GPUs.",
     )
-    p.add_argument("--config", help="TOML config (configs/*.toml); defaults if omitted")
+    p.add_argument(
+        "--config",
+        metavar="TOML",
+        help="a TOML config file, or a shipped preset by name ("
+        + ", ".join(presets())
+        + "); the defaults if omitted",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     p.add_argument("--out-dir", help="run directory (same as --set run.out_dir=...)")
     p.add_argument(
@@ -110,7 +118,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         description="Evaluate a checkpoint (a run directory, checkpoint directory or "
         "model.safetensors); writes eval.json and eval.md.",
     )
-    p.add_argument("checkpoint")
+    p.add_argument(
+        "checkpoint",
+        help="a run directory (its latest checkpoint), a checkpoint directory or a "
+        "model.safetensors file",
+    )
     p.add_argument("--env", action="append", help="environment (repeatable); default eval.envs")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     p.add_argument("--out", help="output directory (default: the run directory)")
@@ -133,7 +145,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         description="Print a markdown table of eval.json files: a row per run and environment, "
         "the learned graph beside the empty and best constant graphs, per-edge AUROC.",
     )
-    p.add_argument("reports", nargs="+", metavar="EVAL_JSON")
+    p.add_argument(
+        "reports", nargs="+", metavar="EVAL_JSON", help="eval.json files written by s2ssm eval"
+    )
     p.add_argument(
         "--events",
         action="store_true",
@@ -147,7 +161,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         help="learned vs true graph heatmaps and a rollout strip (PNG)",
         description="Draw the figures of a checkpoint (needs matplotlib: s2ssm[plot]).",
     )
-    p.add_argument("checkpoint")
+    p.add_argument(
+        "checkpoint",
+        help="a run directory (its latest checkpoint), a checkpoint directory or a "
+        "model.safetensors file",
+    )
     p.add_argument("--env", action="append", help="environment (repeatable); default eval.envs")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     p.add_argument("--out", help="output directory (default: RUN/plots)")

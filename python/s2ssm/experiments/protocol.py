@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from s2ssm.config import Config, apply_overrides, config_from_dict
+from s2ssm.config import Config, apply_overrides, config_from_dict, resolve_config_path
 from s2ssm.errors import InvalidInputError, InvalidTypeError
 from s2ssm.training.data import env_id
 
@@ -276,8 +276,9 @@ def preset(name: str, overrides: Iterable[str] = ()) -> tuple[Protocol, Config]:
 
 def load_protocol(path: str | Path, overrides: Iterable[str] = ()) -> tuple[Protocol, Config]:
     """Read a protocol TOML: a ``[protocol]`` table (fields of :class:`Protocol`) beside the
-    tables of a :class:`~s2ssm.config.Config`, which is the base training config."""
-    path = Path(path)
+    tables of a :class:`~s2ssm.config.Config`, which is the base training config. ``path``
+    may name a shipped preset (``reproduce_quick``)."""
+    path = resolve_config_path(path)
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)

@@ -9,8 +9,9 @@
 - :func:`global_graph`, :func:`unpack_masks`; objects :data:`OBJECTS`, variables
   :data:`STATE_NAMES`, intervention targets :data:`TARGETS`.
 - :mod:`s2ssm.sim.reference` (NumPy reference), :mod:`s2ssm.sim.io` (shards on disk),
+  :mod:`s2ssm.sim.citris` (CITRIS's dataset layout),
   :mod:`s2ssm.sim.torch_data` (torch datasets, imports torch), :mod:`s2ssm.sim.gym`
-  (step-by-step environment).
+  (gymnasium environments).
 
 Environments (mechanism constants are ours; the papers publish none; ``rust/core/src/sim/env.rs``):
 
@@ -66,7 +67,8 @@ from s2ssm.sim._envs import (
     global_graph,
     register_environment,
 )
-from s2ssm.sim.io import DatasetSpec, export_citris, open_dataset, write_dataset
+from s2ssm.sim.citris import export_citris
+from s2ssm.sim.io import DatasetSpec, open_dataset, write_dataset
 from s2ssm.sim.schedule import InterventionSchedule
 
 __all__ = [

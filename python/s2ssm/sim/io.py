@@ -1,4 +1,5 @@
-"""Datasets on disk: sharded ``.npz`` / ``.npy`` files with a JSON manifest, and CITRIS export.
+"""Datasets on disk: sharded ``.npz`` / ``.npy`` files with a JSON manifest (CITRIS's layout:
+:mod:`s2ssm.sim.citris`).
 
 Layout of a dataset directory::
 
@@ -54,7 +55,6 @@ __all__ = [
     "MANIFEST",
     "DatasetSpec",
     "ShardedDataset",
-    "export_citris",
     "open_dataset",
     "write_dataset",
 ]
@@ -451,82 +451,3 @@ def mmap_npz(path: Path) -> dict[str, np.ndarray]:
 def open_dataset(path: str | os.PathLike[str]) -> ShardedDataset:
     """Opens a dataset directory written by ``s2ssm generate`` / :func:`write_dataset`."""
     return ShardedDataset(path)
-
-
-#: CITRIS's latent keys (sorted, as its generator saves them) and our source for each.
-CITRIS_KEYS = (
-    "ball_vel_dir",
-    "ball_vel_magn",
-    "ball_x",
-    "ball_y",
-    "paddle_left_y",
-    "paddle_right_y",
-    "score_left",
-    "score_right",
-)
-_CITRIS_STATE = ("ball_dir", "ball_speed", "ball_x", "ball_y", *STATE_NAMES[:2], *STATE_NAMES[6:])
-_CITRIS_TARGET = (
-    "ball_dir",
-    None,
-    "ball_x",
-    "ball_y",
-    "paddle_left_y",
-    "paddle_right_y",
-    None,
-    None,
-)
-
-
-def export_citris(
-    path: str | os.PathLike[str],
-    env: str | int,
-    n_frames: int,
-    *,
-    seed: int,
-    resolution: int = 32,
-    intervention_prob: float = 0.15,
-    num_threads: int | None = None,
-) -> Path:
-    """Writes one sequence of ``n_frames`` in CITRIS's split layout (e.g. ``train.npz``).
-
-    Keys: ``images`` uint8 ``(n, R, R, 4)`` (RGB + CITRIS's projected-ball channel, the ball
-    dark on white: ``255 - coverage``), ``latents`` float32 ``(n, 8)`` in the order of
-    ``keys`` (:data:`CITRIS_KEYS`), ``targets`` float32 ``(n - 1, 8)`` (``targets[i]`` = the
-    interventions of the transition to frame ``i + 1``) and ``keys``. One sequence, held in
-    memory, as CITRIS's format requires.
-    """
-    n_frames = _int("n_frames", n_frames, 2)
-    batch = generate(
-        env,
-        1,
-        n_frames,
-        seed=seed,
-        resolution=resolution,
-        velocity="next_channel",
-        intervention_prob=intervention_prob,
-        num_threads=num_threads,
-    )
-    images = batch.frames[0].copy()
-    images[..., 3] = 255 - images[..., 3]
-    states = batch.states[0]
-    latents = np.stack([states[:, STATE_NAMES.index(k)] for k in _CITRIS_STATE], axis=-1)
-    targets = np.zeros((n_frames, len(CITRIS_KEYS)), np.float32)
-    for j, name in enumerate(_CITRIS_TARGET):
-        if name is not None:
-            targets[:, j] = batch.interventions[0, :, TARGETS.index(name)]
-    out = Path(path)
-    if out.suffix != ".npz":
-        raise InvalidInputError(f"path: expected a .npz file name, got {str(out)!r}")
-    if not out.parent.is_dir():
-        raise InvalidInputError(f"path: directory {str(out.parent)!r} does not exist")
-    _atomic_write(
-        out,
-        lambda f: np.savez_compressed(
-            f,
-            images=images,
-            latents=latents.astype(np.float32),
-            targets=targets[1:],
-            keys=np.array(CITRIS_KEYS),
-        ),
-    )
-    return out
