@@ -146,10 +146,11 @@ def test_imports_flow_down_the_layers() -> None:
     ("module", "allowed"),
     [
         # the generic run directory knows nothing about models, training or the protocol
-        ("s2ssm.experiments.rundir", {"s2ssm.errors", "s2ssm.files"}),
+        ("s2ssm.experiments.rundir", {"s2ssm.errors", "s2ssm.files", "s2ssm.progress"}),
         # the foundations import only foundations (no torch-level package)
         ("s2ssm.config", {"s2ssm.errors"}),
         ("s2ssm.files", set()),
+        ("s2ssm.progress", set()),
     ],
 )
 def test_leaf_modules_stay_leaves(module: str, allowed: set[str]) -> None:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from s2ssm.errors import InvalidInputError
 from s2ssm.files import write_json
+from s2ssm.progress import Progress
 
 __all__ = ["RunDirectory", "WorkUnit", "run_units"]
 
@@ -103,31 +103,22 @@ def run_units(
     on_unit: Callable[[U, dict[str, Any]], None] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Run ``run(unit)`` for every unit without a record in ``rundir`` and record its result;
-    returns the ids of the units run and of those skipped. A progress bar (tqdm) when
-    ``progress`` and stderr is a terminal; ``on_unit`` is called after each unit is recorded."""
+    returns the ids of the units run and of those skipped. With ``progress``, a bar on a
+    terminal and timestamped progress lines elsewhere (:class:`s2ssm.progress.Progress`);
+    ``on_unit`` is called after each unit is recorded."""
     units = list(units)
     ran: list[str] = []
     skipped: list[str] = []
-    bar = None
-    if progress and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(units), desc=desc, dynamic_ncols=True)
-    try:
+    with Progress(len(units), desc, unit="unit", enabled=progress) as bar:
         for unit in units:
             if rundir.done(unit) is not None:
                 skipped.append(unit.id)
             else:
-                if bar is not None:
-                    bar.set_postfix_str(unit.id)
-                log.info("unit %s", unit.id)
+                bar.set_postfix(f"last: {unit.id}")
+                log.debug("unit %s", unit.id)
                 record = rundir.record(unit, run(unit))
                 ran.append(unit.id)
                 if on_unit is not None:
                     on_unit(unit, record)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+            bar.update(1)
     return ran, skipped

@@ -32,6 +32,7 @@ import numpy as np
 from s2ssm import __version__
 from s2ssm.errors import InvalidInputError, S2ssmError
 from s2ssm.files import atomic_write_stream
+from s2ssm.progress import Progress
 from s2ssm.sim._api import (
     MAX_RESOLUTION,
     MIN_RESOLUTION,
@@ -178,7 +179,8 @@ def write_dataset(
 ) -> dict[str, Any]:
     """Writes (or resumes) the data set ``spec`` into directory ``out``; returns the manifest.
 
-    ``progress``: a tqdm bar (``None``: only on a terminal).
+    ``progress``: ``None`` or ``True``: a bar on a terminal, timestamped lines elsewhere
+    (:class:`s2ssm.progress.Progress`); ``False``: nothing.
     """
     spec = spec.resolved()
     path = _prepare_dir(out)
@@ -234,7 +236,7 @@ def write_dataset(
     todo = [i for i in range(n_shards) if i not in done]
     if done:
         log.info("resuming: %d of %d shards already written", len(done), n_shards)
-    bar = _progress(total=n_shards, initial=len(done), enabled=progress)
+    bar = Progress(n_shards, "generate", initial=len(done), unit="shard", enabled=progress)
     buffers: PongBatch | None = None
     try:
         for index in todo:
@@ -310,26 +312,6 @@ def _shard_problem(path: Path, entry: Any, shard: int, n: int, fmt: str) -> str 
 
 def _savez(f: Any, arrays: dict[str, np.ndarray]) -> None:
     np.savez(f, **arrays)  # type: ignore[arg-type]
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, initial: int, enabled: bool | None) -> Any:
-    if enabled is False:
-        return _NoBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is optional
-        return _NoBar()
-    return tqdm(
-        total=total, initial=initial, unit="shard", disable=None if enabled is None else False
-    )
 
 
 class ShardedDataset:

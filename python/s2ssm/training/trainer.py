@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from s2ssm.config import Config, config_to_dict
 from s2ssm.errors import InvalidInputError, S2ssmError
 from s2ssm.files import atomic_write_text, write_json
 from s2ssm.models import S2SSM, LambdaSchedule, dynamics_loss
+from s2ssm.progress import Progress
 from s2ssm.training.checkpoint import (
     CorruptCheckpointError,
     checkpoints_newest_first,
@@ -557,11 +557,9 @@ def _train(
             _truncate_metrics(metrics_path, trainer.step)
     stop = trainer.total_steps if max_steps is None else min(trainer.total_steps, max_steps)
     history: list[dict[str, Any]] = []
-    progress = None
-    if rank0 and config.run.progress and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=stop, initial=trainer.step, desc="train", dynamic_ncols=True)
+    progress = Progress(
+        stop, "train", initial=trainer.step, unit="step", enabled=rank0 and config.run.progress
+    )
     t0 = time.perf_counter()
     handle = metrics_path.open("a", encoding="utf-8") if rank0 else None
     try:
@@ -576,16 +574,13 @@ def _train(
             if handle is not None and (metrics["step"] % config.run.log_every == 0 or last):
                 handle.write(json.dumps(metrics) + "\n")
                 handle.flush()
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(
-                    {k: f"{metrics[k]:.3g}" for k in ("loss", "mse", "lambda") if k in metrics}
-                )
+            shown = ("loss", "mse", "lambda")
+            progress.set_postfix(", ".join(f"{k}={metrics[k]:.3g}" for k in shown if k in metrics))
+            progress.update(1)
             if done % config.run.checkpoint_every == 0 or last:
                 trainer.save()
     finally:
         if handle is not None:
             handle.close()
-        if progress is not None:
-            progress.close()
+        progress.close()
     return TrainResult(out_dir, trainer.step, history, trainer.checkpoint, trainer.model)
