@@ -579,8 +579,10 @@ def test_figures(tmp_path: Path) -> None:
     run_protocol(protocol, tiny_base(), out, progress=False)
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert figures == [
+        "graphs__finetune__models.png",
         "graphs__finetune__s2ssm.png",
         "graphs__finetune__s2ssm__gravity_bounce.png",
+        "graphs__simple__models.png",
         "graphs__simple__s2ssm.png",
         "graphs__simple__s2ssm__sine.png",
         "rollout__finetune__s2ssm__gravity_bounce.png",

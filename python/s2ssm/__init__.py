@@ -6,7 +6,8 @@ checks it, and that no import cycle exists):
 - foundations: :mod:`s2ssm.errors` (the exception hierarchy), :mod:`s2ssm.progress` (progress
   bars and lines), :mod:`s2ssm.files` (atomic writes), :mod:`s2ssm.config` (every setting,
   from TOML), :mod:`s2ssm.graph` (batched causal-graph metrics, Rust core),
-  :mod:`s2ssm.testing` (hypothesis strategies for graph code), :mod:`s2ssm.sim` (the Interventional Pong simulator, Rust core),
+  :mod:`s2ssm.testing` (hypothesis strategies for graph code), :mod:`s2ssm.sim` (the
+  Interventional Pong simulator, Rust core),
   :mod:`s2ssm.triton_kernels` (fused kernels beside their PyTorch references) and
   :mod:`s2ssm.nn` (modules over them);
 - :mod:`s2ssm.models` -- S2-SSM and its baselines, one file per part;

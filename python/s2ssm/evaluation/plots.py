@@ -15,63 +15,39 @@ import numpy as np
 import torch
 
 from s2ssm.config import apply_overrides
-from s2ssm.errors import S2ssmError
+from s2ssm.evaluation.figures import (
+    LABEL_SIZE,
+    add_colorbar,
+    draw_graph,
+    pyplot,
+    save_figure,
+)
 from s2ssm.evaluation.metrics import evaluate_env
-from s2ssm.files import atomic_write
 from s2ssm.training.checkpoint import load_model
 from s2ssm.training.data import env_id
 from s2ssm.training.trainer import select_device
 
-__all__ = ["plot", "plot_graphs", "plot_rollout", "save_figure"]
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise S2ssmError("plotting needs matplotlib: pip install 's2ssm[plot]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Any, path: Path, *, dpi: int = 120, tight: bool = True) -> None:
-    """Save ``fig`` as ``path`` (format from its suffix) atomically."""
-    bbox = "tight" if tight else None
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches=bbox))
-
-
-def _labels(k: int) -> tuple[list[str], list[str]]:
-    from s2ssm.sim import OBJECTS
-
-    names = [str(n) for n in OBJECTS][:k]
-    names += [f"obj{i}" for i in range(len(names), k)]
-    return names, [*names, "env"]
+__all__ = ["plot", "plot_graphs", "plot_rollout"]
 
 
 def plot_graphs(raw: dict[str, Any], env: str, path: Path, examples: int = 3) -> Path:
     """Learned vs true global graph and ``examples`` local graphs (first sequence)."""
-    plt = _pyplot()
+    plt = pyplot()
     share = np.asarray(raw["learned_share"], dtype=float)
-    k = share.shape[0]
-    rows, cols = _labels(k)
     learned, truth = raw["learned"], raw["truth"]
     steps = np.linspace(0, learned.shape[1] - 1, examples).astype(int)
     fig, axes = plt.subplots(2, 1 + examples, figsize=(3.2 * (1 + examples), 6.2))
     panels = [
-        (axes[0, 0], share, "learned global (share)"),
-        (axes[1, 0], raw["true_global"], "true global"),
+        (axes[0, 0], share, "learned global (share)", True),
+        (axes[1, 0], raw["true_global"], "true global", True),
     ]
     for j, t in enumerate(steps, start=1):
-        panels.append((axes[0, j], learned[0, t], f"learned local t={t}->{t + 1}"))
-        panels.append((axes[1, j], truth[0, t], f"true local t={t}->{t + 1}"))
-    for ax, matrix, title in panels:
-        ax.imshow(np.asarray(matrix, dtype=float), vmin=0, vmax=1, cmap="viridis")
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks(range(k + 1), cols, rotation=45, fontsize=7)
-        ax.set_yticks(range(k), rows, fontsize=7)
-    fig.suptitle(f"{env}: rows = child (t + 1), columns = parent (t)")
+        panels.append((axes[0, j], learned[0, t], f"learned local t={t}->{t + 1}", False))
+        panels.append((axes[1, j], truth[0, t], f"true local t={t}->{t + 1}", False))
+    for ax, matrix, title, first in panels:
+        image = draw_graph(ax, matrix, title, row_labels=first)
+    add_colorbar(fig, image, axes.ravel().tolist(), "edge share (global) / edge (local)")
+    fig.suptitle(f"{env}: rows = child (t + 1), columns = parent (t); grey: self, not scored")
     save_figure(fig, path)
     plt.close(fig)
     return path
@@ -79,7 +55,7 @@ def plot_graphs(raw: dict[str, Any], env: str, path: Path, examples: int = 3) ->
 
 def plot_rollout(model: Any, raw: dict[str, Any], context: int, env: str, path: Path) -> Path:
     """True frames (top) and decoded context + rollout frames (bottom) of the first sequence."""
-    plt = _pyplot()
+    plt = pyplot()
     data = raw["data"]
     horizon = raw["rollout"].shape[1]
     true = data.frames[0, : context + horizon].astype(np.float32) / 255.0
@@ -94,9 +70,9 @@ def plot_rollout(model: Any, raw: dict[str, Any], context: int, env: str, path: 
             ax.imshow(image)
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0, t].set_title(("ctx " if t < context else "pred ") + str(t), fontsize=7)
-    axes[0, 0].set_ylabel("true", fontsize=8)
-    axes[1, 0].set_ylabel("model", fontsize=8)
+        axes[0, t].set_title(("ctx " if t < context else "pred ") + str(t), fontsize=LABEL_SIZE)
+    axes[0, 0].set_ylabel("true", fontsize=LABEL_SIZE + 1)
+    axes[1, 0].set_ylabel("model", fontsize=LABEL_SIZE + 1)
     fig.suptitle(f"{env}: rollout of {horizon} steps after {context} observed")
     save_figure(fig, path)
     plt.close(fig)
@@ -112,7 +88,7 @@ def plot(
     device: str = "auto",
 ) -> list[Path]:
     """Write the figures of ``checkpoint`` for ``envs`` (default ``eval.envs``); returns paths."""
-    _pyplot()
+    pyplot()
     dev = select_device(device)
     model, info = load_model(checkpoint, dev)
     config = apply_overrides(info.config, overrides)

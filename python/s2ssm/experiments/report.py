@@ -14,17 +14,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from s2ssm.config import Config, config_to_dict
 from s2ssm.errors import InvalidInputError
+from s2ssm.evaluation.figures import LABEL_SIZE, add_colorbar, draw_graph, pyplot, save_figure
 from s2ssm.evaluation.metrics import TABLE_EDGES
-from s2ssm.evaluation.plots import save_figure
 from s2ssm.experiments.protocol import PHASES, Protocol, plan_units, protocol_to_dict
 from s2ssm.experiments.rundir import RunDirectory
 from s2ssm.files import atomic_write_text, write_json
-from s2ssm.sim import OBJECTS
 
 __all__ = [
     "KEY_EDGES",
@@ -394,51 +392,91 @@ def write_results(
 def write_figures(
     root: Path, records: Sequence[Mapping[str, Any]], protocol: Protocol
 ) -> list[Path]:
-    """Overview heatmaps: per phase and model, the learned global graph (share of local graphs
-    with each edge, first seed) of every environment above its true global graph. Needs
-    matplotlib. (Per-unit graph and rollout figures come from :mod:`s2ssm.evaluation.plots`.)"""
-    import matplotlib
+    """Overview heatmaps (first seed; drawing rules of :mod:`s2ssm.evaluation.figures`):
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    - ``graphs__<phase>__<model>.png``: per model, the learned global graph (share of local
+      graphs with each edge) of every environment above its true global graph;
+    - ``graphs__<phase>__models.png``: per environment (a row), the truth beside every model's
+      learned graph, the models side by side.
 
+    Needs matplotlib. (Per-unit graph and rollout figures come from
+    :mod:`s2ssm.evaluation.plots`.)"""
+    plt = pyplot()
     fig_dir = root / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     written = []
     seed0 = protocol.seeds[0]
-    names = [o.replace("_", " ") for o in OBJECTS]
+    share = "share of local graphs with the edge"
     for phase in PHASES:
+        by_model: dict[str, dict[str, Mapping[str, Any]]] = {}
         for model in protocol.models:
-            recs = [
-                r
-                for r in records
-                if r.get("kind") == phase and r.get("model") == model and r.get("seed") == seed0
-            ]
+            recs = sorted(
+                (
+                    r
+                    for r in records
+                    if r.get("kind") == phase and r.get("model") == model and r.get("seed") == seed0
+                ),
+                key=lambda r: r["env"],
+            )
             if not recs:
                 continue
-            recs.sort(key=lambda r: r["env"])
+            by_model[model] = {r["env"]: r for r in recs}
             fig, axes = plt.subplots(
-                2, len(recs), figsize=(max(5.0, 2.2 * len(recs) + 0.5), 4.8), squeeze=False
+                2, len(recs), figsize=(max(6.0, 3.4 * len(recs) + 1.0), 7.0), squeeze=False
             )
             for col, rec in enumerate(recs):
-                for row, (key, title) in enumerate(
-                    (("learned_global", "learned"), ("true_global", "true"))
-                ):
-                    ax = axes[row][col]
-                    matrix = np.asarray(rec[key], float)
-                    np.fill_diagonal(matrix, np.nan)  # self edges are implicit in the model
-                    ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
-                    ax.set_title(f"{rec['env']}\n{title}" if row == 0 else title, fontsize=7)
-                    ax.set_xticks(range(len(names) + 1), [*names, "env"], rotation=90, fontsize=5)
-                    ax.set_yticks(range(len(names)), names, fontsize=5)
+                first = col == 0
+                image = draw_graph(
+                    axes[0][col], rec["learned_global"], f"{rec['env']}: learned", row_labels=first
+                )
+                draw_graph(axes[1][col], rec["true_global"], "true", row_labels=first)
+            add_colorbar(fig, image, axes.ravel().tolist(), share)
             fig.suptitle(
-                f"{model}: {PHASE_TITLES[phase]}\n(child x parent; learned = share of local "
-                f"graphs with the edge; seed {seed0})",
-                fontsize=8,
+                f"{model}: {PHASE_TITLES[phase]} (child x parent; seed {seed0}; grey: self)",
+                fontsize=LABEL_SIZE + 2,
             )
-            fig.tight_layout()
             path = fig_dir / f"graphs__{phase}__{model}.png"
-            save_figure(fig, path, dpi=110, tight=False)
+            save_figure(fig, path, dpi=110)
             plt.close(fig)
             written.append(path)
+        if by_model:
+            written.append(_models_figure(plt, fig_dir, phase, by_model, seed0, share))
     return written
+
+
+def _models_figure(
+    plt: Any,
+    fig_dir: Path,
+    phase: str,
+    by_model: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    seed0: int,
+    share: str,
+) -> Path:
+    """The truth beside every model's learned global graph, one row per environment."""
+    models = list(by_model)
+    envs = sorted({env for recs in by_model.values() for env in recs})
+    fig, axes = plt.subplots(
+        len(envs),
+        1 + len(models),
+        figsize=(3.4 * (1 + len(models)) + 1.0, 3.0 * len(envs)),
+        squeeze=False,
+    )
+    image = None
+    for row, env in enumerate(envs):
+        truth = next(recs[env]["true_global"] for recs in by_model.values() if env in recs)
+        image = draw_graph(axes[row][0], truth, f"{env}: true")
+        for col, model in enumerate(models, start=1):
+            rec = by_model[model].get(env)
+            if rec is None:
+                axes[row][col].set_axis_off()
+                continue
+            draw_graph(axes[row][col], rec["learned_global"], f"{model}", row_labels=False)
+    add_colorbar(fig, image, axes.ravel().tolist(), share)
+    fig.suptitle(
+        f"{PHASE_TITLES[phase]}: the models' learned graphs beside the truth (seed {seed0})",
+        fontsize=LABEL_SIZE + 2,
+    )
+    path = fig_dir / f"graphs__{phase}__models.png"
+    save_figure(fig, path, dpi=100)
+    plt.close(fig)
+    return path
