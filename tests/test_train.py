@@ -493,3 +493,19 @@ def test_reference_and_triton_interpreter_give_the_same_losses(
     a, b = losses(ref.history), losses(tri.history)
     assert [s for s, _ in a] == [s for s, _ in b]
     np.testing.assert_allclose([x for _, x in a], [x for _, x in b], rtol=1e-4, atol=1e-7)
+
+
+def test_tensorboard_logs_the_metrics_lines(tmp_path: Path, tiny_data) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = tmp_path / "tb"
+    cfg = tiny_config(tmp_path / "run", f"run.tensorboard={json.dumps(str(board))}")
+    train(cfg, data=tiny_data)
+    events = EventAccumulator(str(board))
+    events.Reload()
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == [line["step"] for line in lines]
+    np.testing.assert_allclose([e.value for e in loss], [line["loss"] for line in lines], rtol=1e-6)
+    assert "train/lambda" in events.Tags()["scalars"]

@@ -56,7 +56,8 @@ class RunConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
     log_every: int = 10
     checkpoint_every: int = 200
-    progress: bool = True  # tqdm bar (only when stderr is a terminal)
+    progress: bool = True  # a bar on a terminal, timestamped progress lines elsewhere
+    tensorboard: str = ""  # also log the training metrics to this TensorBoard directory
     num_threads: int = 0  # torch intra-op threads and simulator threads, 0 = library default
 
 

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: The optional dependencies (import name -> the extra of pyproject.toml that installs it).
 _EXTRAS = {"torch": "torch", "safetensors": "torch", "tqdm": "torch", "matplotlib": "plot",
-           "triton": "triton"}  # fmt: skip
+           "triton": "triton", "tensorboard": "tensorboard", "gymnasium": "gym"}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,8 @@ def _run_train(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.out_dir:
         overrides.append(f"run.out_dir={json.dumps(args.out_dir)}")
+    if args.tensorboard:
+        overrides.append(f"run.tensorboard={json.dumps(args.tensorboard)}")
     config = load_config(args.config, overrides)
     result = train(config, resume=args.resume)
     last = result.history[-1] if result.history else {}
@@ -107,6 +109,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     p.add_argument("--out-dir", help="run directory (same as --set run.out_dir=...)")
+    p.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also log the training metrics to this TensorBoard directory (needs "
+        "s2ssm[tensorboard]; same as --set run.tensorboard=...)",
+    )
     p.add_argument(
         "--resume", action="store_true", help="continue from the run directory's latest checkpoint"
     )

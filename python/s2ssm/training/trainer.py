@@ -163,7 +163,7 @@ def converged_error(run_dir: str | Path, window: int) -> float:
 #: and ``optim.steps``, to extend a run (never below the checkpoint's step).
 RESUMABLE_CHANGES = frozenset(
     {"run.out_dir", "run.progress", "run.log_every", "run.checkpoint_every", "run.num_threads",
-     "run.device", "optim.steps"}
+     "run.device", "run.tensorboard", "optim.steps"}
 )  # fmt: skip
 
 
@@ -495,6 +495,13 @@ class _Trainer:
         return record
 
 
+def _tensorboard(log_dir: str) -> Any:
+    """A TensorBoard writer (needs the ``tensorboard`` package: ``s2ssm[tensorboard]``)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=log_dir)
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop logged lines of steps >= ``step`` (they are about to be redone after a resume)."""
     if not path.exists():
@@ -561,6 +568,7 @@ def _train(
         stop, "train", initial=trainer.step, unit="step", enabled=rank0 and config.run.progress
     )
     t0 = time.perf_counter()
+    board = _tensorboard(config.run.tensorboard) if rank0 and config.run.tensorboard else None
     handle = metrics_path.open("a", encoding="utf-8") if rank0 else None
     try:
         while trainer.step < stop and not trainer.schedule.converged:
@@ -574,6 +582,10 @@ def _train(
             if handle is not None and (metrics["step"] % config.run.log_every == 0 or last):
                 handle.write(json.dumps(metrics) + "\n")
                 handle.flush()
+                if board is not None:
+                    for key, value in metrics.items():
+                        if isinstance(value, int | float) and not isinstance(value, bool):
+                            board.add_scalar(f"train/{key}", value, metrics["step"])
             shown = ("loss", "mse", "lambda")
             progress.set_postfix(", ".join(f"{k}={metrics[k]:.3g}" for k in shown if k in metrics))
             progress.update(1)
@@ -583,4 +595,6 @@ def _train(
         if handle is not None:
             handle.close()
         progress.close()
+        if board is not None:
+            board.close()
     return TrainResult(out_dir, trainer.step, history, trainer.checkpoint, trainer.model)
