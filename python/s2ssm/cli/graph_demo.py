@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from s2ssm import graph
-from s2ssm.cli._args import non_negative_int, probability
+from s2ssm.cli._args import non_negative_int, positive_int, probability
 from s2ssm.errors import InvalidInputError
 
 
@@ -19,8 +19,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="score random graphs against a true graph with the Rust metrics",
         description=__doc__,
     )
-    parser.add_argument("--graphs", type=int, default=1_000_000, help="batch size (default 1e6)")
-    parser.add_argument("--nodes", type=int, default=8, help="nodes per graph (default 8)")
+    parser.add_argument(
+        "--graphs", type=positive_int, default=1_000_000, help="graphs scored in one batch"
+    )
+    parser.add_argument(
+        "--nodes", type=positive_int, default=8, help=f"nodes per graph, 1 to {graph.MAX_NODES}"
+    )
     parser.add_argument("--density", type=probability, default=0.2, help="edge probability")
     parser.add_argument(
         "--seed", type=non_negative_int, default=0, help="seed of the random graphs"
