@@ -228,3 +228,15 @@ def test_render_bad_input() -> None:
         sim.render(np.zeros((1, 8)), resolution=8)
     frames, masks = sim.render(np.zeros((0, 8)))
     assert frames.shape == (0, 32, 32, 3) and masks.shape == (0, 32, 32)
+
+
+def test_an_intervened_paddle_keeps_its_past_unless_its_value_is_set() -> None:
+    s = sim.InterventionSchedule.empty(1, 8).do(0, 3, "paddle_left_y").do(0, 6, "paddle_left_y", 20)
+    batch = sim.generate("neutral", 1, 8, seed=3, schedule=s)
+    g, states = batch.local_graphs[0], batch.states[0]
+    assert not g[:, 3, 2].any(), "no point in this game"  # score <- ball
+    np.testing.assert_array_equal(g[3, 0], [1, 0, 0, 0, 1])  # drawn: p(t-1) +- 1.5 + noise
+    assert abs(states[3, 0] - states[2, 0]) < 4.0
+    np.testing.assert_array_equal(g[6, 0], [0, 0, 0, 0, 1])  # set: do(paddle_left_y = 20)
+    assert states[6, 0] == 20.0
+    assert_agree(batch, ref.generate("neutral", 1, 8, seed=3, schedule=(s.targets, s.values)))

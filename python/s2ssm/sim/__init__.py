@@ -38,8 +38,11 @@ mechanisms: while the paddle tracks), plus on every intervened object.
 
 Graph convention (same as ``s2ssm.graph``'s ``layout="child_parent"``): a local graph is bool
 ``(K, K + 1)``; ``g[i, j]`` is an edge from object ``j`` at ``t - 1`` to object ``i`` at
-``t`` (row = child, column = parent); the diagonal holds self-loops (kept, an object's own past
-is a parent unless it is intervened on or reset); column ``K`` is the env / intervention token.
+``t`` (row = child, column = parent); the diagonal holds self-loops (an object's own past is a
+parent unless it is reset: a paddle after a point, a do() value set by a schedule); column
+``K`` is the env / intervention token. An intervened paddle keeps its self-loop and loses the
+ball (CITRIS's intervention moves it from its own past by +- 1.5 plus noise); on a point step
+(a fresh U[4, 28]) or with a value set by a schedule it has the env token alone.
 """
 
 from __future__ import annotations

@@ -285,12 +285,17 @@ def step(
     g = np.zeros((n_seq, K, K + 1), bool)
     changes_left = has["left_away"]
     changes_right = has["right_mirror"] or has["right_away"]
+    set_values = np.zeros_like(iv)
+    if forced is not None and values is not None:
+        set_values = iv & ~np.isnan(np.asarray(values, dtype=np.float64).reshape(iv.shape))
     for k, target, env_changes in ((LEFT, T_LEFT, changes_left), (RIGHT, T_RIGHT, changes_right)):
         on = iv[:, target]
         tracking = ~on & ~is_point
         g[:, k, ENV] = on | (tracking & env_changes)
         g[:, k, BALL] = ~on
-        g[:, k, k] = tracking
+        # an intervened paddle moves from its own past (+- 1.5 + noise), except after a point
+        # (a fresh U[4, 28]) or with a value set by a schedule
+        g[:, k, k] = tracking | (on & ~is_point & ~set_values[:, target])
     g[:, BALL, BALL] = True
     g[:, BALL, LEFT] = hit_l
     g[:, BALL, RIGHT] = hit_r

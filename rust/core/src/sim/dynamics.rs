@@ -438,7 +438,13 @@ pub fn step_with(
     ] {
         let target = if k == LEFT { T_LEFT } else { T_RIGHT };
         if iv[target] {
+            // The intervention's value is the paddle's own past +- PADDLE_STEP + noise
+            // (CITRIS's rule): the paddle keeps its self-loop and loses the ball. On a point
+            // step the value is a fresh U[4, 28], and a value set by the caller is just that:
+            // the intervention alone.
+            let set = forced.is_some_and(|f| f.targets[target] && !f.values[target].is_nan());
             g[k][ENV] = true;
+            g[k][k] = !point && !set;
         } else if point {
             g[k][BALL] = true;
         } else {
