@@ -63,7 +63,24 @@ SCRIPT = textwrap.dedent(
             word(["neutral", "bounce", "nope", 3, -1]), word([1, 2, 0, -3]), word([1, 3, 0]),
             seed=word([0, 1, -1]), resolution=word([8, 16, 5]),
             num_threads=word([None, 1, 0, 2000]), intervention_prob=word([0.0, 0.15, 2.0])),
+        "sim_generate_into": lambda: _core.sim_generate_into(
+            word([0, 1, 2**31]), 0, word([0, 2**64 - 1]), word([0, 2**64 - 1]), word([1, 2, 0]),
+            word([16, 8]), "none", False, word([0.15, 2.0]), False, bool(rng.random() < 0.5),
+            array(5), array(4), array(3), array(3), array(4), array(1), word(THREADS),
+            *([array(3), array(3)] if rng.random() < 0.5 else [None, array(3)])),
+        "SimGames": lambda: games_call(),
+        "sim.InterventionSchedule": lambda: sim.generate(
+            "neutral", 2, 3, seed=0, schedule=sim.InterventionSchedule(array(3), array(3))),
     }
+
+    def games_call():
+        g = _core.SimGames(word([0, 1, 2**31]), word([0, 1, 3]), word([16, 8]),
+                           word(["none", "next_channel", "q"]), False, word([0.0, 0.5, -1.0]),
+                           bool(rng.random() < 0.5), bool(rng.random() < 0.5))
+        g.reset(word([0, 1, 5]), word([0, 2**64 - 1]), word([0, 2**64 - 1]))
+        forced = [array(1), array(2), array(2)] if rng.random() < 0.5 else [None, None, None]
+        g.step(array(4), array(3), array(2), array(2), array(3), *forced, word(THREADS))
+        g.states(), g.steps(), len(g)
     counts = {name: 0 for name in calls}
     for i in range(ROUNDS):
         for name, call in calls.items():
