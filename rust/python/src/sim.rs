@@ -62,6 +62,47 @@ fn mechanisms(py: Python<'_>, bits: u32) -> PyResult<Mechanisms> {
     })
 }
 
+/// The simulator settings of a call, checked, and its renderer when it draws.
+#[allow(clippy::too_many_arguments)]
+fn checked_config(
+    py: Python<'_>,
+    mechanisms_bits: u32,
+    env_id: i64,
+    seed: u64,
+    resolution: usize,
+    velocity: &str,
+    occlusion: bool,
+    intervention_prob: f64,
+    intervention_multi: bool,
+    draw: bool,
+) -> PyResult<(SimConfig, Option<Arc<Renderer>>)> {
+    let config = SimConfig {
+        mechanisms: mechanisms(py, mechanisms_bits)?,
+        env_id,
+        seed,
+        interventions: Interventions {
+            prob: intervention_prob,
+            multi: intervention_multi,
+        },
+        render: RenderConfig {
+            resolution,
+            velocity: parse_velocity(py, velocity)?,
+            occlusion,
+        },
+        draw,
+    };
+    config.validate().map_err(|e| to_py_err(py, e))?;
+    let renderer = if draw {
+        Some(
+            py.detach(|| Renderer::shared(config.render))
+                .map_err(|e| to_py_err(py, e))?,
+        )
+    } else {
+        None
+    };
+    Ok((config, renderer))
+}
+
 /// Fills the output arrays with sequences `start_index ..` (one per entry of `env_ids`).
 #[pyfunction]
 #[pyo3(signature = (
@@ -93,34 +134,22 @@ fn sim_generate_into(
     schedule_targets: Option<PyReadonlyArrayDyn<'_, bool>>,
     schedule_values: Option<PyReadonlyArrayDyn<'_, f64>>,
 ) -> PyResult<()> {
-    let config = SimConfig {
-        mechanisms: mechanisms(py, mechanisms_bits)?,
+    let (config, renderer) = checked_config(
+        py,
+        mechanisms_bits,
         env_id,
         seed,
-        interventions: Interventions {
-            prob: intervention_prob,
-            multi: intervention_multi,
-        },
-        render: RenderConfig {
-            resolution,
-            velocity: parse_velocity(py, velocity)?,
-            occlusion,
-        },
+        resolution,
+        velocity,
+        occlusion,
+        intervention_prob,
+        intervention_multi,
         draw,
-    };
-    config.validate().map_err(|e| to_py_err(py, e))?;
+    )?;
     if seq_len == 0 {
         return Err(invalid(py, "seq_len", "expected a positive length, got 0"));
     }
     let pool = thread_pool(py, num_threads.or_else(fork_safe_threads))?;
-    let renderer = if draw {
-        Some(
-            py.detach(|| Renderer::shared(config.render))
-                .map_err(|e| to_py_err(py, e))?,
-        )
-    } else {
-        None
-    };
     let slice_err = |name: &'static str| invalid(py, name, "expected a C-contiguous array");
     for (name, c_order) in [
         ("frames", frames.is_c_contiguous()),
@@ -310,30 +339,18 @@ impl SimGames {
         intervention_multi: bool,
         draw: bool,
     ) -> PyResult<Self> {
-        let config = SimConfig {
-            mechanisms: mechanisms(py, mechanisms_bits)?,
-            env_id: 0,
-            seed: 0,
-            interventions: Interventions {
-                prob: intervention_prob,
-                multi: intervention_multi,
-            },
-            render: RenderConfig {
-                resolution,
-                velocity: parse_velocity(py, velocity)?,
-                occlusion,
-            },
+        let (config, renderer) = checked_config(
+            py,
+            mechanisms_bits,
+            0,
+            0,
+            resolution,
+            velocity,
+            occlusion,
+            intervention_prob,
+            intervention_multi,
             draw,
-        };
-        config.validate().map_err(|e| to_py_err(py, e))?;
-        let renderer = if draw {
-            Some(
-                py.detach(|| Renderer::shared(config.render))
-                    .map_err(|e| to_py_err(py, e))?,
-            )
-        } else {
-            None
-        };
+        )?;
         Ok(SimGames {
             mechanisms: config.mechanisms,
             interventions: config.interventions,
