@@ -479,6 +479,16 @@ def test_ctrl_c_stops_a_long_call_between_chunks() -> None:
     # written. An attempt whose interrupt lands just before the Rust call (nothing written)
     # or after it (everything written) is retried; without the check between chunks every
     # attempt would write everything.
+    # A shell that starts pytest in the background (no job control) ignores SIGINT, and then
+    # interrupt_main does nothing: install Python's own handler for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _stop_between_chunks()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop_between_chunks() -> None:
     n, steps = 1000, 1000
     out = sim.generate(0, n, steps, seed=0, render=False)  # buffers of the right shapes
     written = []
