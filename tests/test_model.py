@@ -23,8 +23,10 @@ from s2ssm.models import (
     ObjectVAE,
     SlotDynamics,
     adjacency_layers,
+    candidate_edges,
     compose_frame,
     dynamics_loss,
+    edge_benefits,
     fit_env_code,
     local_graph_from_edges,
     object_images,
@@ -932,3 +934,106 @@ def test_plateau_rule_converges_when_two_windows_of_density_agree() -> None:
     assert not without.converged and not dense.converged
     with pytest.raises(InvalidInputError, match="plateau_window"):
         Config(sparsity=SparsityConfig(plateau_window=-1))
+
+
+# -- the counterfactual gradient of Bernoulli gates ----------------------------------------------
+
+
+def test_bernoulli_edges_follow_the_gate_probability_and_pass_no_gradient() -> None:
+    logits = torch.tensor([-2.0, 0.0, 1.5]).repeat(20_000, 1).requires_grad_(True)
+    mask, edges, gate = sample_edges(
+        logits, mode="bernoulli", temperature=0.5, training=True, threshold=0.5
+    )
+    assert gate is None and not mask.requires_grad
+    assert torch.equal(mask == 0, edges)
+    share = edges.float().mean(0)
+    assert torch.allclose(share, torch.sigmoid(logits[0].detach()), atol=0.015)
+    assert open_probability_shift("bernoulli", 0.5) == 0.0
+
+
+@pytest.mark.parametrize("env_parent", [False, True])
+def test_edge_benefits_are_the_error_differences_of_single_edge_flips(env_parent: bool) -> None:
+    cfg = small_model_config(gate="bernoulli", env_parent=env_parent)
+    model = SlotDynamics(cfg, latent_dim=D)
+    torch.nn.init.normal_(model.head.weight, std=0.3)
+    for block in model.blocks:
+        torch.nn.init.normal_(block.gate.bias, std=2.0)
+    slots = torch.randn(3, 6, K, D)
+    env = torch.tensor([0, 2, 5])
+    out = model(slots, env)
+    benefit = edge_benefits(model, slots, env, None, out.edges)
+    assert benefit.shape == (3, 5, K, K + 1)
+    pairs = candidate_edges(K, env_parent)
+    assert len(pairs) == K * (K - 1) + (K if env_parent else 0)
+    expected = torch.zeros_like(benefit)
+    for i, j in pairs:  # written out: one pass with the edge open, one closed, per edge
+        errors = []
+        for state in (True, False):
+            edges = out.edges.clone()
+            edges[:, :, :, i, j] = state
+            with torch.no_grad():
+                pred = model(slots, env, forced_edges=edges).pred
+            errors.append(((pred[:, :-1] - slots[:, 1:]) ** 2).mean(dim=(-2, -1)))
+        expected[:, :, i, j] = errors[1] - errors[0]
+    assert torch.allclose(benefit, expected, atol=1e-6)
+    assert benefit.abs().sum() > 0
+    undecided = torch.ones(K, K + 1, dtype=torch.bool)
+    for i, j in pairs:
+        undecided[i, j] = False
+    assert (benefit[..., undecided] == 0).all()
+
+
+def test_forced_edges_replace_the_sampled_ones() -> None:
+    model = SlotDynamics(small_model_config(gate="bernoulli"), latent_dim=D)
+    torch.nn.init.normal_(model.head.weight, std=0.3)
+    slots = torch.randn(2, 5, K, D)
+    closed = torch.zeros(2, 5, 2, K, K + 1, dtype=torch.bool)
+    out = model(slots, torch.tensor([0, 1]), forced_edges=closed)
+    assert not out.edges.any()
+    alone = SlotDynamics(small_model_config(gate="bernoulli"), latent_dim=D)
+    alone.load_state_dict(model.state_dict())
+    for b in range(K):  # every object alone: its prediction ignores the others' slots
+        moved = slots.clone()
+        moved[:, :, [o for o in range(K) if o != b]] += 1.0
+        again = alone(moved, torch.tensor([0, 1]), forced_edges=closed)
+        assert torch.allclose(again.pred[:, :, b], out.pred[:, :, b], atol=1e-6)
+    with pytest.raises(InvalidInputError, match="forced_edges"):
+        model(slots, torch.tensor([0, 1]), forced_edges=closed[:, :, :1])
+
+
+def test_the_counterfactual_gate_term_is_the_natural_gradient_of_error_plus_paths() -> None:
+    """d loss / d z = -(benefit - lam x price) per transition, where price = how many causal
+    paths opening the gate adds (the path count is multilinear in the gates, so that is the
+    count with the gate open minus the count with it closed): the gradient of the expected
+    error + lam x paths of a Bernoulli(sigmoid(z)) edge, divided by p (1 - p)."""
+    model = SlotDynamics(small_model_config(gate="bernoulli"), latent_dim=D)
+    for block in model.blocks:
+        torch.nn.init.normal_(block.gate.bias, std=1.0)
+    slots = torch.randn(2, 5, K, D)
+    out = model(slots, torch.tensor([0, 1]))
+    logits = out.gate_logits.detach().requires_grad_(True)
+    out.gate_logits = logits
+    benefit = torch.randn(1, 4, K, K + 1)
+    lam = 0.3
+    loss, metrics = dynamics_loss(out, slots, lam, benefit)
+    loss.backward()
+    p = torch.sigmoid(logits.detach()[:1, :-1]).double()
+
+    def count(q: torch.Tensor) -> torch.Tensor:
+        return path_count_matrix(adjacency_layers(q)).sum(dim=(-2, -1))
+
+    price = torch.zeros_like(p)
+    for layer, i, j in itertools.product(range(2), range(K), range(K + 1)):
+        hi, lo = p.clone(), p.clone()
+        hi[:, :, layer, i, j], lo[:, :, layer, i, j] = 1.0, 0.0
+        price[:, :, layer, i, j] = count(hi) - count(lo)
+    assert (price[..., torch.eye(K, K + 1, dtype=torch.bool)] == 0).all()
+    expected = torch.zeros_like(logits)
+    advantage = benefit.unsqueeze(2).double() - lam * price
+    expected[:1, :-1] = (-advantage / 4).float()
+    assert torch.allclose(logits.grad, expected, atol=1e-6)
+    mse = torch.nn.functional.mse_loss(out.pred[:, :-1], slots[:, 1:])
+    gain = (p * benefit.unsqueeze(2)).sum(dim=(-3, -2, -1)).mean()
+    paths = path_penalty(torch.sigmoid(logits.detach()[:, :-1]))
+    assert loss.item() == pytest.approx(mse.item() + lam * paths.item(), rel=1e-5)
+    assert metrics["gate_gain"] == pytest.approx(gain.item(), rel=1e-5)

@@ -107,6 +107,9 @@ def test_config_loads_toml_and_overrides(tmp_path: Path) -> None:
         ("run.device='tpu'", InvalidInputError, "run.device must be"),
         ("run.num_threads=100000", InvalidInputError, "run.num_threads must be at most 1024"),
         ("data.intervention_prob=2", InvalidInputError, "data.intervention_prob must be in"),
+        ("model.gate_explore=1.5", InvalidInputError, r"model.gate_explore must be in \[0, 1\]"),
+        ("model.counterfactual_sequences=-1", InvalidInputError, "must be >= 0"),
+        ("model.gate='gumbel'", InvalidInputError, "model.gate must be one of"),
     ],
 )
 def test_config_rejects_bad_values(override: str, error: type, match: str) -> None:
@@ -408,8 +411,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
     real = train_module.dynamics_loss
     calls = {"n": 0}
 
-    def poisoned(out, slots, lam):  # type: ignore[no-untyped-def]
-        loss, metrics = real(out, slots, lam)
+    def poisoned(out, slots, lam, benefit=None):  # type: ignore[no-untyped-def]
+        loss, metrics = real(out, slots, lam, benefit)
         calls["n"] += 1
         return (loss * float("nan") if calls["n"] == 3 else loss), metrics
 
@@ -439,8 +442,8 @@ def test_nan_gradient_stops_before_the_weights_are_touched(
 ) -> None:
     real = train_module.dynamics_loss
 
-    def poisoned(out, slots, lam):  # type: ignore[no-untyped-def]
-        loss, metrics = real(out, slots, lam)
+    def poisoned(out, slots, lam, benefit=None):  # type: ignore[no-untyped-def]
+        loss, metrics = real(out, slots, lam, benefit)
         return _NanGradient.apply(loss), metrics
 
     monkeypatch.setattr(train_module, "dynamics_loss", poisoned)
@@ -509,3 +512,20 @@ def test_tensorboard_logs_the_metrics_lines(tmp_path: Path, tiny_data) -> None:
     assert [e.step for e in loss] == [line["step"] for line in lines]
     np.testing.assert_allclose([e.value for e in loss], [line["loss"] for line in lines], rtol=1e-6)
     assert "train/lambda" in events.Tags()["scalars"]
+
+
+def test_bernoulli_gates_train_from_counterfactual_benefits_and_resume_exactly(
+    tmp_path: Path,
+    tiny_data,  # type: ignore[no-untyped-def]
+) -> None:
+    extra = ("model.gate='bernoulli'", "model.gate_explore=0.25", "sparsity.lambda_init=1e-2")
+    extra = (*extra, "model.counterfactual_sequences=2")
+    full = train(tiny_config(tmp_path / "full", *extra), data=tiny_data)
+    logged = [h for h in full.history if h.get("phase") == "dynamics"]
+    with_lambda = [h for h in logged if float(h["lambda"]) > 0]  # type: ignore[arg-type]
+    assert with_lambda and all("gate_gain" in h for h in with_lambda)
+    assert all("gate_gain" not in h for h in logged if float(h["lambda"]) == 0)  # type: ignore[arg-type]
+    cfg = tiny_config(tmp_path / "split", *extra)
+    first = train(cfg, data=tiny_data, max_steps=6)
+    second = train(cfg, data=tiny_data, resume=True)
+    assert losses(first.history) + losses(second.history) == losses(full.history)

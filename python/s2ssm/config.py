@@ -114,7 +114,15 @@ class ModelConfig:
     num_env_codes: int = 11  # rows of the environment codebook
     use_interventions: bool = False  # feed the simulator's intervention indicators as tokens
     num_interventions: int = 5
-    gate: str = "hard_concrete"  # or "straight_through", "relaxed" Gumbel-sigmoid (model docs)
+    # or "bernoulli" (hard samples, the counterfactual gradient), "straight_through",
+    # "relaxed" Gumbel-sigmoid (model docs)
+    gate: str = "hard_concrete"
+    # gate = "bernoulli": sequences per batch whose edges are re-evaluated open and closed
+    # (s2ssm.models.counterfactual); 0 = the whole batch
+    counterfactual_sequences: int = 8
+    # gate = "bernoulli": training edges are open with probability explore + (1 - explore) p,
+    # so that every message keeps being learnt where its gate is closed (model docs)
+    gate_explore: float = 0.0
     gate_gradient: str = "mask"  # straight-through backward: "mask" or "message" (model docs)
     gate_temperature: float = 0.5
     gate_init_bias: float = 3.0  # initial gate logit: edges start open (p = sigmoid(3) = 0.95)
@@ -232,7 +240,7 @@ _CHOICES = {
     ("data", "velocity"): ("none", "previous"),
     ("sparsity", "rule"): ("steps", "exponential"),
     ("model", "kind"): ("ssm", "transformer"),
-    ("model", "gate"): ("straight_through", "relaxed", "hard_concrete"),
+    ("model", "gate"): ("straight_through", "relaxed", "hard_concrete", "bernoulli"),
     ("model", "gate_gradient"): ("message", "mask"),
     ("model", "gate_scorer"): ("bilinear", "mlp"),
     ("model", "edge_rule"): ("logit", "open_probability"),
@@ -275,6 +283,7 @@ _POSITIVE = {
 
 
 _UNIT_INTERVAL = {  # [0, 1]
+    ("model", "gate_explore"),
     ("data", "intervention_prob"),
     ("eval", "intervention_prob"),
     ("optim", "min_lr_ratio"),
@@ -411,6 +420,7 @@ def validate(config: Config) -> None:
         ("optim", "warmup_steps"),
         ("sparsity", "warmup_steps"),
         ("sparsity", "plateau_window"),
+        ("model", "counterfactual_sequences"),
         ("run", "num_threads"),
         ("eval", "fit_code_steps"),
     ):

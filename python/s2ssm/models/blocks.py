@@ -116,6 +116,7 @@ class SlotSSMBlock(nn.Module):
         self.temperature = cfg.gate_temperature
         self.threshold = cfg.edge_threshold
         self.clip_gradient = cfg.gate_clip_gradient
+        self.explore = cfg.gate_explore
         # "open_probability": an evaluation edge is one open in most training samples
         self.eval_shift = (
             open_probability_shift(cfg.gate, cfg.gate_temperature)
@@ -129,11 +130,15 @@ class SlotSSMBlock(nn.Module):
         env_column[:, k] = True
         self.register_buffer("env_column", env_column, persistent=False)
 
-    def forward(self, x: Tensor, env: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, env: Tensor, edges: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Returns (new slots, gate logits (B, T, K, K + 1), edges (B, T, K, K + 1) bool, logit
         drift); the diagonal (self) entries of logits and edges are meaningless and zeroed
         later. The drift is the mean over positions of the summed squared overshoot of the
-        unbounded logits past ``gate_logit_bound`` (0 without a bound)."""
+        unbounded logits past ``gate_logit_bound`` (0 without a bound). ``edges`` (B, T, K,
+        K + 1) bool, if given, are the edges to use instead of sampling them (the
+        counterfactual passes of :mod:`s2ssm.models.counterfactual`)."""
         b, t, k, d = x.shape
         # Free evolution: every slot's sequence through the same temporal layer, independently.
         seq = x.transpose(1, 2).reshape(b * k, t, d)
@@ -146,6 +151,7 @@ class SlotSSMBlock(nn.Module):
         if not self.env_parent:  # the environment slot is no parent: its edges stay closed
             # a finite logit: sigmoid gives exactly 0, and log sigmoid stays finite (no NaN)
             logits = logits.masked_fill(self.env_column, -1e4)
+        forced = edges
         mask, edges, gate = sample_edges(
             logits,
             mode=self.gate_mode,
@@ -155,7 +161,11 @@ class SlotSSMBlock(nn.Module):
             gradient=self.gate_gradient,
             clip_gradient=self.clip_gradient,
             eval_shift=self.eval_shift,
+            explore=self.explore,
         )
+        if forced is not None:
+            edges = forced.reshape(b * t, k, k + 1)
+            mask, gate = torch.where(edges, 0.0, NEG_MASK).to(logits.dtype), None
         self_edges: Tensor = self.self_edges  # type: ignore[assignment]
         mask = mask.masked_fill(self_edges, self.self_mask)  # own slot: the residual path
         if gate is not None:

@@ -14,6 +14,10 @@ samples: same optimum, far less variance. ``model.gate_logit_bound`` soft-clips 
 tanh(z / bound)``) so that no gate probability reaches 0 or 1, and ``model.gate_logit_decay``
 keeps z from drifting past the bound, where the penalty's gradient would vanish.
 
+``gate = "bernoulli"``: hard Bernoulli(sigmoid(z)) edges and no relaxation at all; the gates
+learn from the error each edge saves at each transition, measured by re-running the dynamics
+with the edge open and closed (:mod:`s2ssm.models.counterfactual`, why in ``s2ssm.models``).
+
 Why not the straight-through Gumbel-sigmoid (``gate = "straight_through"``, kept as an option):
 with the gate as an additive log-mask inside the softmax (``gate_gradient = "mask"``) the
 attention weights are ``g x exp(score)`` renormalised, and a row whose open edges all shrink
@@ -163,6 +167,7 @@ def sample_edges(
     gradient: str = "mask",
     clip_gradient: bool = False,
     eval_shift: float = 0.0,
+    explore: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Edges from gate logits: returns (additive log-mask, binary edges, message gate), the first
     two shaped as logits, the gate None unless the attention must scale each edge's message
@@ -185,15 +190,19 @@ def sample_edges(
       With ``clip_gradient`` the clip passes the gradient straight through (the value is the
       clipped gate, the gradient that of the unclipped one): a gate clipped at 1 still learns
       what its message is worth (a closed gate's message is masked out either way).
+    * ``mode="bernoulli"``: edges ~ Bernoulli(explore + (1 - explore) sigmoid(z)), mask 0 /
+      ``NEG_MASK``, no gradient at all: the gates learn from
+      :mod:`s2ssm.models.counterfactual` instead.
 
     Evaluation (``training=False``): edges = ``sigmoid(z + eval_shift) > threshold``,
     deterministic, mask as in the straight-through forward pass, no gate. ``eval_shift`` =
     :func:`open_probability_shift` makes the evaluation edge "open in most training
     samples", the rule training uses; 0 keeps ``sigmoid(z) > threshold``.
     """
-    if mode not in ("straight_through", "relaxed", "hard_concrete"):
+    if mode not in ("straight_through", "relaxed", "hard_concrete", "bernoulli"):
         raise InvalidInputError(
-            f"mode must be 'straight_through', 'relaxed' or 'hard_concrete', got {mode!r}"
+            f"mode must be 'straight_through', 'relaxed', 'hard_concrete' or 'bernoulli', got "
+            f"{mode!r}"
         )
     if gradient not in ("mask", "message"):
         raise InvalidInputError(f"gradient must be 'mask' or 'message', got {gradient!r}")
@@ -201,6 +210,9 @@ def sample_edges(
         edges = torch.sigmoid(logits + eval_shift) > threshold
         mask = torch.where(edges, 0.0, NEG_MASK).to(logits.dtype)
         return mask, edges, None
+    if mode == "bernoulli":
+        edges = torch.rand_like(logits) < explore + (1.0 - explore) * torch.sigmoid(logits)
+        return torch.where(edges, 0.0, NEG_MASK).to(logits.dtype), edges, None
     u = torch.rand_like(logits).clamp(1e-6, 1.0 - 1e-6)
     y = (logits + torch.log(u) - torch.log1p(-u)) / temperature
     if mode == "hard_concrete":

@@ -18,14 +18,24 @@ __all__ = ["LambdaSchedule", "dynamics_loss"]
 
 
 def dynamics_loss(
-    out: DynamicsOutput, slots: Tensor, lam: float
+    out: DynamicsOutput, slots: Tensor, lam: float, benefit: Tensor | None = None
 ) -> tuple[Tensor, dict[str, float]]:
     """Next-slot MSE over the transitions 0..T-2 (targets detached) + lam x path penalty of the
     same positions + the gate logits' decay past their bound (``out.logit_decay``). Returns
-    (loss, float metrics: mse, paths, loss, edge_density = mean open gates, gate_decay)."""
+    (loss, float metrics: mse, paths, loss, edge_density = mean open gates, gate_decay).
+
+    ``benefit`` (B', T - 1, K, K + 1), for the first B' sequences
+    (:func:`~s2ssm.models.counterfactual.edge_benefits`), ``model.gate = "bernoulli"``: the
+    gates learn from the benefits instead (:func:`_gate_surrogate`, no gradient through the
+    penalty); the loss keeps its value, and ``gate_gain`` is the error the open gates save."""
     mse = F.mse_loss(out.pred[:, :-1].float(), slots[:, 1:].detach().float())
     paths = path_penalty(out.gate_probs[:, :-1])
-    loss = (mse + lam * paths if lam > 0 else mse) + out.logit_decay
+    gain = torch.zeros(())
+    if benefit is None:
+        loss = (mse + lam * paths if lam > 0 else mse) + out.logit_decay
+    else:  # the value of the objective, the gradient of the counterfactual estimator
+        surrogate, gain = _gate_surrogate(out, benefit, lam)
+        loss = mse + lam * paths.detach() + surrogate + out.logit_decay
     k = out.edges.shape[-2]
     off_diag = ~torch.eye(k, k + 1, dtype=torch.bool, device=out.edges.device)
     density = out.edges[..., off_diag].float().mean()
@@ -35,7 +45,27 @@ def dynamics_loss(
         "loss": float(loss.detach()),
         "edge_density": float(density),
         "gate_decay": float(torch.as_tensor(out.logit_decay).detach()),
+        **({"gate_gain": float(gain.detach())} if benefit is not None else {}),
     }
+
+
+def _gate_surrogate(out: DynamicsOutput, benefit: Tensor, lam: float) -> tuple[Tensor, Tensor]:
+    """(surrogate, saving) for the first B' sequences. The surrogate is 0 in value and its
+    gradient in each gate logit z is ``-(benefit - lam x price)`` per transition, ``price`` =
+    d (causal paths) / d p at the current gate probabilities p = sigmoid(z): the gradient of
+    the expected error + lam x paths divided by p (1 - p), the natural gradient of a Bernoulli
+    gate (a closed gate at p = 0.02 learns as fast as an undecided one). ``saving`` = mean
+    over transitions of sum p x benefit, the error the open gates save."""
+    n = benefit.shape[0]
+    logits = out.gate_logits[:n, :-1]  # (B', T - 1, L, K, K + 1)
+    probs = torch.sigmoid(logits.detach() + out.open_shift).requires_grad_(True)
+    with torch.enable_grad():
+        (price,) = torch.autograd.grad(path_penalty(probs), probs)
+    price = price * (probs.shape[0] * probs.shape[1])  # per transition, not per batch
+    advantage = benefit.detach().unsqueeze(2) - lam * price
+    surrogate = -((logits - logits.detach()) * advantage).sum(dim=(-3, -2, -1)).mean()
+    saving = (probs.detach() * benefit.detach().unsqueeze(2)).sum(dim=(-3, -2, -1)).mean()
+    return surrogate, saving
 
 
 class LambdaSchedule:

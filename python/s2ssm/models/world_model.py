@@ -66,13 +66,21 @@ class SlotDynamics(nn.Module):
         nn.init.zeros_(self.head.weight)  # start from "nothing moves": pred = current slot
         nn.init.zeros_(self.head.bias)
 
+    @property
+    def edge_shape(self) -> tuple[int, int]:
+        """(K, K + 1): the shape of one layer's edges (child object x parent slot)."""
+        return self.cfg.num_objects, self.cfg.num_objects + 1
+
     def forward(
         self,
         slots: Tensor,
         env_ids: Tensor | None,
         interventions: Tensor | None = None,
         env_code: Tensor | None = None,
+        forced_edges: Tensor | None = None,
     ) -> DynamicsOutput:
+        """``forced_edges`` (B, T, L, K, K + 1) bool: use these edges instead of the gates' (the
+        counterfactual passes of :mod:`s2ssm.models.counterfactual`)."""
         if slots.dim() != 4 or slots.shape[2:] != (self.cfg.num_objects, self.latent_dim):
             raise InvalidInputError(
                 f"slots must be (B, T, {self.cfg.num_objects}, {self.latent_dim}), got "
@@ -83,8 +91,15 @@ class SlotDynamics(nn.Module):
         env = self.env_slot(env_ids, b, t, interventions, env_code).to(x.dtype)
         logits, edges = [], []
         drift = slots.new_zeros((), dtype=torch.float32)
-        for block in self.blocks:
-            x, z, e, block_drift = block(x, env)
+        expected = (b, t, len(self.blocks), *self.edge_shape)
+        if forced_edges is not None and forced_edges.shape != expected:
+            raise InvalidInputError(
+                f"forced_edges must be (B, T, L, K, K + 1) = {expected}, got "
+                f"{tuple(forced_edges.shape)}"
+            )
+        for layer, block in enumerate(self.blocks):
+            forced = None if forced_edges is None else forced_edges[:, :, layer]
+            x, z, e, block_drift = block(x, env, forced)
             logits.append(z)
             edges.append(e)
             drift = drift + block_drift

@@ -29,7 +29,7 @@ from torch import nn
 from s2ssm.config import Config, config_to_dict
 from s2ssm.errors import InvalidInputError, S2ssmError
 from s2ssm.files import atomic_write_text, write_json
-from s2ssm.models import S2SSM, LambdaSchedule, dynamics_loss
+from s2ssm.models import S2SSM, LambdaSchedule, dynamics_loss, edge_benefits
 from s2ssm.progress import Progress
 from s2ssm.training.checkpoint import (
     CorruptCheckpointError,
@@ -419,7 +419,18 @@ class _Trainer:
             inter = tensors["interventions"] if cfg.model.use_interventions else None
             out = self.ddp_dynamics(slots, tensors["env_ids"], inter)
             lam = self.schedule.value
-            loss, metrics = dynamics_loss(out, slots, lam)
+            benefit = None
+            if cfg.model.gate == "bernoulli" and lam > 0:
+                n = cfg.model.counterfactual_sequences or slots.shape[0]
+                env_ids = tensors["env_ids"]
+                benefit = edge_benefits(
+                    self.model.dynamics,
+                    slots[:n],
+                    None if env_ids is None else env_ids[:n],
+                    None if inter is None else inter[:n],
+                    out.edges[:n],
+                )
+            loss, metrics = dynamics_loss(out, slots, lam, benefit)
             if recon_loss is not None:
                 loss = loss + cfg.vae.recon_weight * recon_loss
                 metrics["recon"] = float(recon_loss.detach())

@@ -1,0 +1,80 @@
+"""7. The counterfactual gradient of Bernoulli gates (``model.gate = "bernoulli"``).
+
+The objective is the paper's: E[next-slot error + λ x causal paths] over the sampled edges.
+For an edge (child i, parent j) drawn open with probability p = sigmoid(z) at a transition,
+independently of the others, the derivative of the expected error with respect to p is exact
+and needs no relaxation:
+
+    d E[error] / d p_ij = E[error | ij open] - E[error | ij closed] = - benefit_ij
+
+so :func:`edge_benefits` re-runs the dynamics (no gradient) on a few sequences of the batch
+with the edges the training pass sampled, once with edge ij open and once closed (in every
+layer), for every edge ij, and :func:`~s2ssm.models.sparsity.dynamics_loss` adds
+``- sum p_ij x benefit_ij`` (benefit detached): its gradient is the exact one of the error
+term, per transition, the closed samples included. The penalty's gradient comes from the
+expected path count as with every gate. An edge ends up open where its message lowers the
+error by more than its price λ *at that transition*, which is what a local graph is: the
+relaxed gates only see an edge's worth through the samples drawn open and through one static
+bias that the penalty pulls down on every transition (``s2ssm.models``' docstring).
+
+Units: the benefit is the drop in the error summed over the K objects' D slot dimensions,
+divided by K x D (each transition's share of the batch MSE), the unit λ prices a path in.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from s2ssm.models.world_model import SlotDynamics
+
+__all__ = ["candidate_edges", "edge_benefits"]
+
+
+def candidate_edges(num_objects: int, env_parent: bool) -> list[tuple[int, int]]:
+    """The (child, parent) edges a gate decides: every other object, and the environment slot
+    (index K) when it is a parent."""
+    parents = num_objects + 1 if env_parent else num_objects
+    return [(i, j) for i in range(num_objects) for j in range(parents) if i != j]
+
+
+@torch.no_grad()
+def edge_benefits(
+    dynamics: SlotDynamics,
+    slots: Tensor,
+    env_ids: Tensor | None,
+    interventions: Tensor | None,
+    edges: Tensor,
+) -> Tensor:
+    """The error each edge saves at each transition, given the other edges as sampled.
+
+    ``slots`` (B, T, K, D), ``edges`` (B, T, L, K, K + 1) bool (a training pass's
+    :attr:`~s2ssm.models.world_model.DynamicsOutput.edges`) -> (B, T - 1, K, K + 1) float32:
+    ``benefit[b, t, i, j]`` = error of transition t with edge ij closed in every layer minus
+    the error with it open, all other edges as in ``edges``; zero for the edges no gate
+    decides (self, and the environment unless ``model.env_parent``). Runs 2 x |edges| passes
+    of B sequences in one batch.
+    """
+    b, t, _, k, n = edges.shape
+    pairs = candidate_edges(k, dynamics.cfg.env_parent)
+    m = 2 * len(pairs)
+    variants = edges.unsqueeze(1).repeat(1, m, 1, 1, 1, 1)  # (B, 2E, T, L, K, K + 1)
+    for v, (i, j) in enumerate(pairs):
+        variants[:, 2 * v, :, :, i, j] = True
+        variants[:, 2 * v + 1, :, :, i, j] = False
+
+    def repeat(x: Tensor | None) -> Tensor | None:
+        return None if x is None else x.repeat_interleave(m, dim=0)
+
+    many = repeat(slots)
+    assert many is not None
+    out = dynamics(
+        many, repeat(env_ids), repeat(interventions), forced_edges=variants.flatten(0, 1)
+    )
+    err = (out.pred[:, :-1].float() - many[:, 1:].float()).pow(2).mean(dim=(-2, -1))
+    err = err.view(b, len(pairs), 2, t - 1)
+    gain = err[:, :, 1] - err[:, :, 0]  # closed - open: (B, E, T - 1)
+    benefit = torch.zeros(b, t - 1, k, n, device=slots.device)
+    for v, (i, j) in enumerate(pairs):
+        benefit[:, :, i, j] = gain[:, v]
+    return benefit
