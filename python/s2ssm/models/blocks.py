@@ -131,13 +131,13 @@ class SlotSSMBlock(nn.Module):
         self.register_buffer("env_column", env_column, persistent=False)
 
     def forward(
-        self, x: Tensor, env: Tensor, edges: Tensor | None = None
+        self, x: Tensor, env: Tensor, forced_edges: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Returns (new slots, gate logits (B, T, K, K + 1), edges (B, T, K, K + 1) bool, logit
         drift); the diagonal (self) entries of logits and edges are meaningless and zeroed
         later. The drift is the mean over positions of the summed squared overshoot of the
-        unbounded logits past ``gate_logit_bound`` (0 without a bound). ``edges`` (B, T, K,
-        K + 1) bool, if given, are the edges to use instead of sampling them (the
+        unbounded logits past ``gate_logit_bound`` (0 without a bound). ``forced_edges`` (B, T,
+        K, K + 1) bool, if given, are the edges to use instead of sampling them (the
         counterfactual passes of :mod:`s2ssm.models.counterfactual`)."""
         b, t, k, d = x.shape
         # Free evolution: every slot's sequence through the same temporal layer, independently.
@@ -151,7 +151,7 @@ class SlotSSMBlock(nn.Module):
         if not self.env_parent:  # the environment slot is no parent: its edges stay closed
             # a finite logit: sigmoid gives exactly 0, and log sigmoid stays finite (no NaN)
             logits = logits.masked_fill(self.env_column, -1e4)
-        forced = edges
+        # sampled even when forced: the draws keep every run's random stream the same
         mask, edges, gate = sample_edges(
             logits,
             mode=self.gate_mode,
@@ -163,8 +163,8 @@ class SlotSSMBlock(nn.Module):
             eval_shift=self.eval_shift,
             explore=self.explore,
         )
-        if forced is not None:
-            edges = forced.reshape(b * t, k, k + 1)
+        if forced_edges is not None:
+            edges = forced_edges.reshape(b * t, k, k + 1)
             mask, gate = torch.where(edges, 0.0, NEG_MASK).to(logits.dtype), None
         self_edges: Tensor = self.self_edges  # type: ignore[assignment]
         mask = mask.masked_fill(self_edges, self.self_mask)  # own slot: the residual path

@@ -9,13 +9,15 @@ and needs no relaxation:
 
 so :func:`edge_benefits` re-runs the dynamics (no gradient) on a few sequences of the batch
 with the edges the training pass sampled, once with edge ij open and once closed (in every
-layer), for every edge ij, and :func:`~s2ssm.models.sparsity.dynamics_loss` adds
-``- sum p_ij x benefit_ij`` (benefit detached): its gradient is the exact one of the error
-term, per transition, the closed samples included. The penalty's gradient comes from the
-expected path count as with every gate. An edge ends up open where its message lowers the
-error by more than its price λ *at that transition*, which is what a local graph is: the
-relaxed gates only see an edge's worth through the samples drawn open and through one static
-bias that the penalty pulls down on every transition (``s2ssm.models``' docstring).
+layer), for every edge ij. :func:`~s2ssm.models.sparsity.dynamics_loss` then gives each gate
+logit z the gradient ``-(benefit_ij - λ x price_ij)`` per transition, ``price_ij`` = the
+causal paths that opening the edge adds (d paths / d p, exact: the path count is multilinear
+in the gates): the gradient of the expected error + λ x paths divided by p (1 - p), the
+natural gradient of a Bernoulli gate, the closed samples included. An edge ends up open where
+its message lowers the error by more than its price *at that transition*, which is what a
+local graph is: the relaxed gates only see an edge's worth through the samples drawn open and
+through one static bias that the penalty pulls down on every transition (``s2ssm.models``'
+docstring).
 
 Units: the benefit is the drop in the error summed over the K objects' D slot dimensions,
 divided by K x D (each transition's share of the batch MSE), the unit λ prices a path in.
