@@ -102,6 +102,38 @@ def test_eval_scores_are_consistent_with_the_raw_graphs(run_dir: Path) -> None:
     assert 0.0 <= result.edge_density <= 1.0 and result.code == "trained"
 
 
+def test_identified_environments_are_scored_after_the_context_only(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from s2ssm.config import apply_overrides
+    from s2ssm.evaluation import metrics
+
+    model, info = load_model(run_dir)
+    config = apply_overrides(info.config, ["eval.env_code='identified'", "eval.context=3"])
+    seen: list[torch.Tensor] = []
+    real = metrics.identify_env_codes
+
+    def spy(dynamics, slots, context, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(slots[:, :context].clone())
+        return real(dynamics, slots, context, *args, **kwargs)
+
+    monkeypatch.setattr(metrics, "identify_env_codes", spy)
+    result, raw = evaluate_env(model, config, "neutral", torch.device("cpu"))
+    assert result.code == "identified" and len(seen) == 1
+    slots, pred = raw["slots"], raw["pred"]
+    torch.testing.assert_close(seen[0], slots[:, :3])
+    # scored: the transitions t -> t + 1 with t >= context - 1, never those inside the fit
+    learned, truth = raw["learned"], raw["truth"]
+    assert learned.shape == truth.shape == (3, 3, 4, 5)
+    assert result.shd_local == pytest.approx(cell_shd(learned, truth).mean())
+    mse = float(((pred[:, 2:-1] - slots[:, 3:]) ** 2).mean())
+    assert result.mse_1step == pytest.approx(mse)
+    assert sum(e["n"] for e in result.events.values()) == 3 * 3
+    assert raw["code"].shape == (3, model.dynamics.cfg.d_model)  # one code per sequence
+    with pytest.raises(InvalidInputError, match=r"eval\.context"):
+        apply_overrides(info.config, ["eval.env_code='identified'", "eval.context=1"])
+
+
 def test_eval_command_writes_markdown_and_json(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -28,6 +28,7 @@ from s2ssm.models import (
     dynamics_loss,
     edge_benefits,
     fit_env_code,
+    identify_env_codes,
     local_graph_from_edges,
     object_images,
     open_probability_shift,
@@ -680,6 +681,40 @@ def test_fit_env_code_lowers_the_loss_and_extends_the_codebook() -> None:
         via_id = model(slots, torch.full((2,), new_id)).pred
         via_code = model(slots, None, env_code=code.unsqueeze(0)).pred
     torch.testing.assert_close(via_id, via_code)
+
+
+def test_identified_env_codes_see_only_the_context_and_each_sequence_alone() -> None:
+    model = SlotDynamics(small_model_config(use_interventions=True), latent_dim=D)
+    torch.nn.init.normal_(model.head.weight, std=0.3)
+    slots = torch.randn(3, 7, K, D)
+    inter = torch.rand(3, 7, 5) < 0.3
+    init = model.env_slot.codebook.weight.detach().mean(0)
+    codes = identify_env_codes(model, slots, 4, inter, init=init, steps=6, lr=0.1)
+    assert codes.shape == (3, model.cfg.d_model) and model.training  # mode restored
+    # what comes after the context (the scored steps) does not move the codes
+    later = slots.clone()
+    later[:, 4:] = torch.randn(3, 3, K, D) * 5
+    flipped = inter.clone()
+    flipped[:, 4:] = ~flipped[:, 4:]
+    again = identify_env_codes(model, later, 4, flipped, init=init, steps=6, lr=0.1)
+    torch.testing.assert_close(again, codes, rtol=0, atol=0)
+    # the context does move them, and each sequence's code only through its own context
+    moved = slots.clone()
+    moved[0, 1] += 1.0
+    third = identify_env_codes(model, moved, 4, inter, init=init, steps=6, lr=0.1)
+    assert not torch.allclose(third[0], codes[0])
+    torch.testing.assert_close(third[1:], codes[1:], rtol=1e-5, atol=1e-6)
+    alone = identify_env_codes(model, slots[1:2], 4, inter[1:2], init=init, steps=6, lr=0.1)
+    torch.testing.assert_close(alone[0], codes[1], rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # the fit lowers the context's error
+
+        def context_mse(code: torch.Tensor) -> float:
+            out = model(slots[:, :4], None, inter[:, :4], env_code=code)
+            return float(((out.pred[:, :-1] - slots[:, 1:4]) ** 2).mean())
+
+        assert context_mse(codes) < context_mse(init.unsqueeze(0))
+    with pytest.raises(InvalidInputError, match="context"):
+        identify_env_codes(model, slots, 1, inter, init=init)
 
 
 def test_whole_model_encodes_and_decodes() -> None:

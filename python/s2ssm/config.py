@@ -216,6 +216,10 @@ class EvalConfig:
     global_min_fraction: float = 0.01  # share of local graphs an edge needs to be global
     fit_code_steps: int = 100  # steps to fit a new environment code (unseen environments)
     fit_code_lr: float = 1e-2
+    # "trained": the environment's codebook row (a code fitted on the first batch for an
+    # unseen one); "identified": no environment information, each sequence's code fitted on its
+    # first `context` steps only, and only the transitions after them are scored
+    env_code: str = "trained"
     floor_draws: int = 8  # re-simulations per transition for the noise floor (0: skip it)
 
 
@@ -238,6 +242,7 @@ class Config:
 _CHOICES = {
     ("data", "mode"): ("fixed", "stream"),
     ("data", "velocity"): ("none", "previous"),
+    ("eval", "env_code"): ("trained", "identified"),
     ("sparsity", "rule"): ("steps", "exponential"),
     ("model", "kind"): ("ssm", "transformer"),
     ("model", "gate"): ("straight_through", "relaxed", "hard_concrete", "bernoulli"),
@@ -433,6 +438,11 @@ def validate(config: Config) -> None:
         raise InvalidInputError(
             f"data.seed, eval.seed and eval.validation_seed must differ (training, test and "
             f"validation sequences are drawn from them), got {seeds}"
+        )
+    if config.eval.env_code == "identified" and config.eval.context < 2:
+        raise InvalidInputError(
+            f"eval.context must be >= 2 with eval.env_code = 'identified' (the code is fitted "
+            f"on the transitions inside the context), got {config.eval.context}"
         )
     if config.eval.context + config.eval.horizon > config.eval.seq_len:
         raise InvalidInputError(

@@ -27,8 +27,14 @@ evaluation mode (deterministic, thresholded gates). Reported per environment:
   ``eval.global_min_fraction`` of the local graphs) and the environment's global graph;
 - precision / recall / F1 of the local edges (self-loops ignored) and the learned edge density.
 
-Environments without a trained code (not in ``data.envs``) get one fitted on their first
-``eval.batch_size`` sequences with :func:`s2ssm.models.fit_env_code` (``code = "fitted"``).
+The environment code (``code``): with ``eval.env_code = "trained"`` a trained environment
+uses its codebook row (``"trained"``) and one without (not in ``data.envs``) a code fitted on
+its first ``eval.batch_size`` sequences with :func:`s2ssm.models.fit_env_code` (``"fitted"``).
+With ``eval.env_code = "identified"`` the model is told nothing about the environment: each
+sequence's code is fitted on its own first ``eval.context`` steps
+(:func:`s2ssm.models.identify_env_codes`), and every score except the rollout's (which starts
+after that context anyway) covers only the transitions after the context, t >= context - 1
+(``"identified"``), the floor and the baselines included.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from s2ssm.evaluation.graph_baselines import (
 )
 from s2ssm.evaluation.noise_floor import slot_noise_floor
 from s2ssm.files import atomic_write_text
-from s2ssm.models import S2SSM, adjacency_layers, fit_env_code, rollout
+from s2ssm.models import S2SSM, adjacency_layers, fit_env_code, identify_env_codes, rollout
 from s2ssm.training.checkpoint import load_model
 from s2ssm.training.data import SequenceSet, env_id, generate_sequences, global_graph
 from s2ssm.training.trainer import select_device
@@ -87,7 +93,7 @@ class EnvResult:
     """The scores of one environment."""
 
     env: str
-    code: str  # "trained" or "fitted"
+    code: str  # "trained", "fitted" or "identified"
     sequences: int
     mse_1step: float
     mse_copy: float
@@ -158,22 +164,27 @@ def _eval_states(config: Config, env: str) -> sim.PongBatch:
 
 
 def _noise_floor(
-    model: S2SSM, config: Config, env: str, device: torch.device, batch: sim.PongBatch
+    model: S2SSM,
+    config: Config,
+    env: str,
+    device: torch.device,
+    batch: sim.PongBatch,
+    first: int = 0,
 ) -> float:
     """``mse_floor`` of :func:`evaluate_env`: the noise floor on the evaluation sequences
-    (``batch``: their :func:`_eval_states`)."""
+    (``batch``: their :func:`_eval_states`), transitions ``first`` .. T - 2."""
     ecfg = config.eval
     if ecfg.floor_draws <= 0:
         return float("nan")
     return slot_noise_floor(
         lambda f, m: model.encode_slots(f.to(device), m.to(device)),
         env,
-        batch.states,
+        batch.states[:, first:],
         resolution=config.data.resolution,
         intervention_prob=ecfg.intervention_prob,
         draws=ecfg.floor_draws,
         # a model told the intervention targets is measured against a predictor told them too
-        targets=batch.interventions if config.model.use_interventions else None,
+        targets=batch.interventions[:, first:] if config.model.use_interventions else None,
         velocity=config.data.velocity,
     )
 
@@ -229,11 +240,21 @@ def evaluate_env(
     slots = encode_sequences(model, data, device, ecfg.batch_size)
     inter_all = torch.from_numpy(data.interventions).to(device) if mcfg.use_interventions else None
     trained = env in config.data.envs and env_id(env) < dyn.env_slot.codebook.num_embeddings
-    code = None
-    if not trained:
+    identified = ecfg.env_code == "identified"
+    c, h = ecfg.context, ecfg.horizon
+    codes = None  # (N or 1, d_model), or the codebook rows
+    if identified:
+        rows = dyn.env_slot.codebook.weight.detach()
+        known = [env_id(e) for e in config.data.envs if env_id(e) < rows.shape[0]]
+        init = rows[known].mean(0)  # the mean trained code, as a zero-shot code
+        with torch.enable_grad():
+            codes = identify_env_codes(
+                dyn, slots, c, inter_all, init=init, steps=ecfg.fit_code_steps, lr=ecfg.fit_code_lr
+            )
+    elif not trained:
         head = slice(0, min(ecfg.batch_size, len(data)))
         with torch.enable_grad():
-            code = fit_env_code(
+            codes = fit_env_code(
                 dyn,
                 slots[head],
                 None if inter_all is None else inter_all[head],
@@ -243,10 +264,10 @@ def evaluate_env(
     ids_all = torch.full((len(data),), env_id(env), device=device, dtype=torch.long)
 
     preds, edges, scores, rollouts = [], [], [], []
-    c, h = ecfg.context, ecfg.horizon
     with torch.no_grad():
         for i in range(0, len(data), ecfg.batch_size):
             sl = slice(i, min(i + ecfg.batch_size, len(data)))
+            code = None if codes is None else codes[sl] if identified else codes
             ids = None if code is not None else ids_all[sl]
             inter = None if inter_all is None else inter_all[sl]
             out = dyn(slots[sl], ids, inter, code)
@@ -259,35 +280,42 @@ def evaluate_env(
     edge = torch.cat(edges)
     roll = torch.cat(rollouts)
 
-    squared = (pred[:, :-1] - slots[:, 1:]) ** 2  # (N, T - 1, K, D)
+    first = c - 1 if identified else 0  # the first scored transition t -> t + 1
+    squared = (pred[:, first:-1] - slots[:, first + 1 :]) ** 2  # (N, T - 1 - first, K, D)
     mse_1 = float(squared.mean())
-    mse_copy = float(((slots[:, :-1] - slots[:, 1:]) ** 2).mean())
+    mse_copy = float(((slots[:, first:-1] - slots[:, first + 1 :]) ** 2).mean())
     states = _eval_states(config, env)
     # the states regenerated without frames must be those of the frames scored here
     if not np.array_equal(np.asarray(states.local_graphs, bool), data.local_graphs.astype(bool)):
         raise RuntimeError(f"{env}: the evaluation states do not match the evaluation frames")
-    mse_floor = _noise_floor(model, config, env, device, states)
+    mse_floor = _noise_floor(model, config, env, device, states, first)
     slot_var = float(slots.var(dim=(0, 1)).mean())
     per_step = ((roll - slots[:, c : c + h]) ** 2).mean(dim=(0, 2, 3))
 
     k = mcfg.num_objects
-    learned = learned_local_graphs(edge[:, :-1])  # transitions t -> t + 1, t = 0 .. T - 2
-    truth = data.local_graphs[:, 1:].astype(bool)
+    learned = learned_local_graphs(edge[:, first:-1])  # transitions t -> t + 1, t >= first
+    truth = data.local_graphs[:, first + 1 :].astype(bool)
     flat_l = learned.reshape(-1, k, k + 1)
     flat_t = truth.reshape(-1, k, k + 1)
     own = graph_scores(flat_l, flat_t)
     shd_local = own["shd_local"]
     precision, recall, f1 = own["precision"], own["recall"], own["f1"]
     shd_dense = graph_scores(np.ones_like(flat_t), flat_t)["shd_local"]
-    tokens = data.interventions[:, 1:].reshape(-1, data.interventions.shape[-1])
+    tokens = data.interventions[:, first + 1 :].reshape(-1, data.interventions.shape[-1])
     baselines = _baselines(config, env, flat_t, tokens)
     off = ~np.eye(k, k + 1, dtype=bool)
     density = float(flat_l[:, off].mean())
     names = [str(o) for o in sim.OBJECTS][:k]
-    events = transition_events(states.states, states.local_graphs, sim.OBJECTS, sim.STATE_NAMES)
+    events = transition_events(
+        states.states[:, first:], states.local_graphs[:, first:], sim.OBJECTS, sim.STATE_NAMES
+    )
     errors = squared.mean(dim=-1).cpu().numpy()
     edge_stats = edge_report(
-        np.concatenate(scores).reshape(-1, k, k + 1), flat_l, flat_t, names, [*names, "env"]
+        np.concatenate(scores)[:, first:].reshape(-1, k, k + 1),
+        flat_l,
+        flat_t,
+        names,
+        [*names, "env"],
     )
 
     share = flat_l.mean(axis=0)
@@ -296,7 +324,7 @@ def evaluate_env(
     shd_global = int(graph.shd(learned_global, true_global, diagonal="ignore"))
     result = EnvResult(
         env=env,
-        code="trained" if trained else "fitted",
+        code="identified" if identified else "trained" if trained else "fitted",
         sequences=len(data),
         mse_1step=mse_1,
         mse_copy=mse_copy,
@@ -331,7 +359,7 @@ def evaluate_env(
         "truth": truth,
         "learned_share": share,
         "true_global": true_global,
-        "code": code,
+        "code": codes,
     }
     return result, raw
 

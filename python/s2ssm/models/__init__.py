@@ -10,7 +10,8 @@ Attention" (arXiv 2505.02074). One file per part, read in this order:
 2. :mod:`~s2ssm.models.environment` -- **environment slot.** A learned codebook
    (:class:`EnvironmentSlot`) gives one extra slot per sequence from its environment id,
    optionally plus a projection of the simulator's intervention indicators; :func:`fit_env_code`
-   fits a new code for an unseen environment.
+   fits a new code for an unseen environment, :func:`identify_env_codes` one per sequence from
+   its first few steps (the environment identified from data at test time).
 3. :mod:`~s2ssm.models.gates` -- **edge gates.** :class:`EdgeGate` scores every (child object,
    parent slot) pair from the slots at that time step; :func:`sample_edges` turns the scores
    into binary edges (hard-concrete in training; why, in that module's docstring).
@@ -101,7 +102,14 @@ from s2ssm.models.gates import (
 )
 from s2ssm.models.sparsity import LambdaSchedule, dynamics_loss
 from s2ssm.models.vae import ObjectVAE, compose_frame, image_moments, object_images
-from s2ssm.models.world_model import S2SSM, DynamicsOutput, SlotDynamics, fit_env_code, rollout
+from s2ssm.models.world_model import (
+    S2SSM,
+    DynamicsOutput,
+    SlotDynamics,
+    fit_env_code,
+    identify_env_codes,
+    rollout,
+)
 
 __all__ = [
     "NEG_MASK",
@@ -121,6 +129,7 @@ __all__ = [
     "dynamics_loss",
     "edge_benefits",
     "fit_env_code",
+    "identify_env_codes",
     "image_moments",
     "local_edge_scores",
     "local_graph_from_edges",

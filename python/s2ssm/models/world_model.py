@@ -18,7 +18,14 @@ from s2ssm.models.environment import EnvironmentSlot
 from s2ssm.models.gates import open_probability_shift
 from s2ssm.models.vae import ObjectVAE, compose_frame, object_images
 
-__all__ = ["S2SSM", "DynamicsOutput", "SlotDynamics", "fit_env_code", "rollout"]
+__all__ = [
+    "S2SSM",
+    "DynamicsOutput",
+    "SlotDynamics",
+    "fit_env_code",
+    "identify_env_codes",
+    "rollout",
+]
 
 
 @dataclass
@@ -197,3 +204,43 @@ def fit_env_code(
     dynamics.zero_grad(set_to_none=True)
     dynamics.train(was_training)
     return code.detach()
+
+
+def identify_env_codes(
+    dynamics: SlotDynamics,
+    slots: Tensor,
+    context: int,
+    interventions: Tensor | None = None,
+    *,
+    init: Tensor,
+    steps: int = 100,
+    lr: float = 1e-2,
+) -> Tensor:
+    """Identify each sequence's environment from its first ``context`` steps alone: one code
+    per sequence, started at ``init`` (d_model,) and fitted by Adam on the next-slot MSE of the
+    transitions inside the context (everything else frozen, gates deterministic).
+
+    ``slots`` (B, T, K, D) and ``interventions`` (B, T, I) may hold the whole sequences: only
+    ``[:, :context]`` is read, so the steps after the context, the ones a caller then scores,
+    never reach the fit. Returns (B, d_model) codes for ``env_code``. Each code's gradient
+    comes from its own sequence only, so a sequence's code does not depend on the others'."""
+    if not 2 <= context <= slots.shape[1]:
+        raise InvalidInputError(
+            f"context must be in [2, T = {slots.shape[1]}] (one transition at least), got {context}"
+        )
+    seen = slots[:, :context].detach()
+    inter = None if interventions is None else interventions[:, :context]
+    was_training = dynamics.training
+    dynamics.eval()
+    codes = init.detach().to(seen.dtype).expand(seen.shape[0], -1).clone().requires_grad_(True)
+    opt = torch.optim.Adam([codes], lr=lr)
+    for _ in range(steps):
+        out = dynamics(seen, None, inter, env_code=codes)
+        # summed over sequences: each code gets its own sequence's gradient, unscaled by B
+        loss = (out.pred[:, :-1] - seen[:, 1:]).pow(2).mean(dim=(1, 2, 3)).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    dynamics.zero_grad(set_to_none=True)
+    dynamics.train(was_training)
+    return codes.detach()
