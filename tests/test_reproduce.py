@@ -19,11 +19,13 @@ from hypothesis import strategies as st
 from s2ssm import sim
 from s2ssm.config import Config, config_from_dict
 from s2ssm.errors import InvalidInputError, InvalidTypeError
+from s2ssm.evaluation import metrics
 from s2ssm.experiments import phases
 from s2ssm.experiments.finetune import finetune_dynamics, set_env_code, trained_code
 from s2ssm.experiments.phases import evaluate_model, run_protocol
 from s2ssm.experiments.protocol import (
     COMPOSITE_ENVS,
+    DEFAULT_MODELS,
     MODEL_VARIANTS,
     PRESETS,
     SIMPLE_ENVS,
@@ -103,7 +105,15 @@ def tiny_protocol(**kw: Any) -> Protocol:
 def test_environment_split_matches_the_simulator() -> None:
     assert SIMPLE_ENVS == sim.ENVIRONMENTS[:7]
     assert COMPOSITE_ENVS == sim.ENVIRONMENTS[7:11]
-    assert set(MODEL_VARIANTS) == {"s2ssm", "transformer", "dense_ssm"}
+    assert set(MODEL_VARIANTS) == {
+        "s2ssm",
+        "spartan",
+        "transformer",
+        "dense_ssm",
+        "s2ssm_oracle",
+        "s2ssm_joint",
+    }
+    assert set(DEFAULT_MODELS) <= set(MODEL_VARIANTS) and "s2ssm_oracle" not in DEFAULT_MODELS
 
 
 @pytest.mark.parametrize(
@@ -165,7 +175,9 @@ def test_presets_equal_the_config_files(name: str) -> None:
         protocol,
         base,
     )
-    assert protocol.models == tuple(MODEL_VARIANTS)
+    assert protocol.models == (DEFAULT_MODELS if name == "quick" else tuple(MODEL_VARIANTS))
+    # the main results: no model told the intervention targets, no environment at test time
+    assert not base.model.use_interventions and base.eval.env_code == "identified"
     assert protocol.simple_envs == SIMPLE_ENVS and protocol.composite_envs == COMPOSITE_ENVS
     assert protocol.finetune_fraction == 0.1
     assert len(protocol.seeds) == (1 if name == "quick" else 3)
@@ -178,16 +190,23 @@ def test_model_config_variants(tmp_path: Path) -> None:
     for model in MODEL_VARIANTS:
         cfg = model_config(base, protocol, model, 5, tmp_path)
         seen[model] = (cfg.model.kind, cfg.sparsity.enabled)
+        assert cfg.model.use_interventions == (model == "s2ssm_oracle")
+        assert cfg.vae.freeze == (model != "s2ssm_joint")
         assert cfg.run.seed == 5
         assert cfg.data.envs == protocol.simple_envs
         assert Path(cfg.run.out_dir) == tmp_path / "runs" / model / "seed5"
         assert cfg.data.seed == base.data.seed  # seeds vary the model, not the data
-        assert cfg.vae == base.vae
+        assert dataclasses.replace(cfg.vae, freeze=True, recon_weight=0.0) == base.vae
     assert seen == {
         "s2ssm": ("ssm", True),
+        "spartan": ("spartan", True),
         "transformer": ("transformer", True),
         "dense_ssm": ("ssm", False),
+        "s2ssm_oracle": ("ssm", True),
+        "s2ssm_joint": ("ssm", True),
     }
+    spartan = model_config(base, protocol, "spartan", 5, tmp_path)
+    assert spartan.model.gate == "straight_through" and spartan.sparsity.rule == "exponential"
     with pytest.raises(InvalidInputError, match="model must be"):
         model_config(base, protocol, "rnn", 0, tmp_path)
     shared = model_config(base, tiny_protocol(), "s2ssm", 2, tmp_path)
@@ -202,7 +221,7 @@ def test_plan_units_order_and_count() -> None:
     protocol = Protocol(seeds=(0, 1, 2))
     units = plan_units(protocol)
     per = 1 + len(SIMPLE_ENVS) + 2 * len(COMPOSITE_ENVS) + 2  # + occlusion on neutral, twice
-    assert len(units) == 3 * (1 + 3 * per)  # + the shared VAE of each seed
+    assert len(units) == 3 * (1 + len(DEFAULT_MODELS) * per)  # + the shared VAE of each seed
     assert len({u.id for u in units}) == len(units)
     assert units[:2] == [Unit(0, "vae", "pretrain"), Unit(0, "s2ssm", "train")]
     # every evaluation comes after its model's training, and seed 0 finishes first
@@ -494,18 +513,36 @@ def test_finetune_dynamics_on_other_inputs() -> None:
 def test_run_protocol_end_to_end_then_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    protocol = tiny_protocol()
-    base = tiny_base()
+    # every variant, no environment information at test time (the presets' setting)
+    protocol = tiny_protocol(models=tuple(MODEL_VARIANTS))
+    base = tiny_base(eval={"env_code": "identified"})
     out = tmp_path / "out"
+    starts: list[torch.Tensor] = []
+    identify = metrics.identify_env_codes
+
+    def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
+        starts.append(kwargs["init"])
+        return identify(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "identify_env_codes", spy)
     summary = run_protocol(protocol, base, out, progress=False)
+    monkeypatch.undo()
     units = plan_units(protocol)
+    # one fit per evaluation of simple, zero-shot and fine-tuned units
+    assert len(starts) == len(MODEL_VARIANTS) * (2 + 1 + 1)
     assert summary["complete"] and summary["skipped"] == []
     assert summary["ran"] == [u.id for u in units]
     for u in units:
         assert (out / "units" / f"{u.id}.json").is_file()
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     rows = {(r["phase"], r["env"], r["model"]): r for r in results["summary"]}
-    assert len(rows) == 3 * (2 + 1 + 1)
+    assert len(rows) == len(MODEL_VARIANTS) * (2 + 1 + 1)
+    codes = {
+        json.loads((out / "units" / f"{u.id}.json").read_text(encoding="utf-8"))["code"]
+        for u in units
+        if u.kind in ("simple", "zero_shot", "finetune")
+    }
+    assert codes == {"identified"}
     occ = {r["model"]: r for r in results["occlusion"]}
     assert set(occ) == set(MODEL_VARIANTS)
     for r in occ.values():
@@ -539,9 +576,13 @@ def test_run_protocol_end_to_end_then_resumes(
     vae_weights = read_checkpoint(out / "runs" / "vae" / "seed0")[1]
     for model in MODEL_VARIANTS:
         weights = read_checkpoint(out / "runs" / model / "seed0")[1]
-        for key, value in vae_weights.items():
-            if key.startswith("vae."):
-                torch.testing.assert_close(weights[key], value, rtol=0, atol=0, msg=key)
+        same = [
+            torch.equal(weights[key], value)
+            for key, value in vae_weights.items()
+            if key.startswith("vae.")
+        ]
+        # the joint model starts from the shared VAE and trains it with the dynamics
+        assert all(same) if model != "s2ssm_joint" else not all(same), model
     ft_rec = json.loads(
         (out / "units" / "finetune__s2ssm__seed0__gravity_bounce.json").read_text("utf-8")
     )

@@ -101,7 +101,10 @@ class VAEConfig:
 class ModelConfig:
     """The slot dynamics model (S2-SSM or its Transformer twin)."""
 
-    kind: str = "ssm"  # "ssm" (Mamba over time) or "transformer" (causal self-attention)
+    # "ssm" (Mamba over time), "transformer" (causal self-attention over time, S2-SSM's gates)
+    # or "spartan" (SPARTAN, arXiv 2411.06890: time attention and hard attention masks from the
+    # cross-attention's own query-key scores; s2ssm.models.spartan)
+    kind: str = "ssm"
     num_objects: int = 4  # K
     d_model: int = 64
     num_layers: int = 2  # L SlotSSM blocks
@@ -170,7 +173,8 @@ class SparsityConfig:
     # target_window dynamics steps (from its metrics.jsonl) instead of this run's warm-up
     target_run: str = ""
     # "steps": lambda *= growth / shrink (below / above tau); "exponential": the paper's
-    # multiplicative rule, lambda *= exp(rate x (tau - error) / tau) (see LambdaSchedule)
+    # multiplicative rule, lambda *= exp(rate x (tau - error) / tau): dual ascent on the log of
+    # the multiplier mu = 1 / lambda of the constraint "error <= tau" (see LambdaSchedule)
     rule: str = "steps"
     rate: float = 0.05  # step size of the exponential rule, per unit of relative error
     growth: float = 1.02  # lambda *= growth while the (smoothed) error is below tau
@@ -244,7 +248,7 @@ _CHOICES = {
     ("data", "velocity"): ("none", "previous"),
     ("eval", "env_code"): ("trained", "identified"),
     ("sparsity", "rule"): ("steps", "exponential"),
-    ("model", "kind"): ("ssm", "transformer"),
+    ("model", "kind"): ("ssm", "transformer", "spartan"),
     ("model", "gate"): ("straight_through", "relaxed", "hard_concrete", "bernoulli"),
     ("model", "gate_gradient"): ("message", "mask"),
     ("model", "gate_scorer"): ("bilinear", "mlp"),
@@ -386,6 +390,19 @@ def validate(config: Config) -> None:
         raise InvalidInputError(
             f"model.message = 'gated_sum' needs model.gate = 'hard_concrete' (its gate values "
             f"scale the messages), got {model.gate!r}"
+        )
+    if model.kind == "spartan" and (
+        model.gate != "straight_through" or model.gate_scorer != "bilinear"
+    ):
+        raise InvalidInputError(
+            "model.kind = 'spartan' samples its masks with the straight-through Gumbel-sigmoid "
+            "from the attention's own query-key scores: it needs model.gate = "
+            f"'straight_through' and model.gate_scorer = 'bilinear', got {model.gate!r} and "
+            f"{model.gate_scorer!r}"
+        )
+    if model.kind == "spartan" and model.message != "attention":
+        raise InvalidInputError(
+            f"model.kind = 'spartan' needs model.message = 'attention', got {model.message!r}"
         )
     if not 0.0 < model.edge_threshold < 1.0:
         raise InvalidInputError(

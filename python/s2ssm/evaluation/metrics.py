@@ -221,10 +221,16 @@ def _baselines(config: Config, env: str, truth: np.ndarray, tokens: np.ndarray) 
 
 
 def evaluate_env(
-    model: S2SSM, config: Config, env: str, device: torch.device
+    model: S2SSM,
+    config: Config,
+    env: str,
+    device: torch.device,
+    identify_from: torch.Tensor | None = None,
 ) -> tuple[EnvResult, dict[str, Any]]:
     """Scores of ``model`` on environment ``env``; also returns the raw arrays (slots,
-    predictions, learned and true graphs) that :mod:`s2ssm.evaluation.plots` draws."""
+    predictions, learned and true graphs) that :mod:`s2ssm.evaluation.plots` draws.
+    ``identify_from`` (d_model,): with ``eval.env_code = "identified"``, where each sequence's
+    fit starts (default: the mean code of ``data.envs``), e.g. the row fine-tuning learnt."""
     ecfg, mcfg = config.eval, config.model
     data = generate_sequences(
         (env,),
@@ -246,7 +252,8 @@ def evaluate_env(
     if identified:
         rows = dyn.env_slot.codebook.weight.detach()
         known = [env_id(e) for e in config.data.envs if env_id(e) < rows.shape[0]]
-        init = rows[known].mean(0)  # the mean trained code, as a zero-shot code
+        # the mean trained code, as a zero-shot code, unless the caller knows better
+        init = rows[known].mean(0) if identify_from is None else identify_from.to(rows)
         with torch.enable_grad():
             codes = identify_env_codes(
                 dyn, slots, c, inter_all, init=init, steps=ecfg.fit_code_steps, lr=ecfg.fit_code_lr

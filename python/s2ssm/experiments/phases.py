@@ -42,20 +42,28 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_model(
-    model: S2SSM, eval_cfg: EvalConfig, env: str, *, code: torch.Tensor | None = None
+    model: S2SSM,
+    eval_cfg: EvalConfig,
+    env: str,
+    *,
+    code: torch.Tensor | None = None,
+    identify_from: torch.Tensor | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Scores of ``model`` on ``env`` with :func:`s2ssm.evaluation.metrics.evaluate_env` (its
     metrics: ``mse_1step``, ``shd_local``, ``shd_global``, ``mse_rollout``, F1, ...) under
     ``eval_cfg``, always with the environment's own codebook row (never a code fitted on the
     test sequences): ``code`` is written into that row first (zero-shot: the mean trained
-    code). Returns the scores (a JSON-able dict) and the raw arrays for
+    code). With ``eval_cfg.env_code = "identified"`` no row is read: each test sequence's code
+    is fitted on its first ``eval_cfg.context`` steps, starting from ``identify_from`` (default
+    the mean trained code). Returns the scores (a JSON-able dict) and the raw arrays for
     :mod:`s2ssm.evaluation.plots`."""
     if code is not None:
         set_env_code(model, env, code)
     cfg = model.config
     envs = tuple(dict.fromkeys((*cfg.data.envs, env)))  # "trained": use the row
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, envs=envs), eval=eval_cfg)
-    result, raw = evaluate_env(model, cfg, env, next(model.parameters()).device)
+    device = next(model.parameters()).device
+    result, raw = evaluate_env(model, cfg, env, device, identify_from=identify_from)
     return result.as_dict(), raw
 
 
@@ -192,7 +200,7 @@ def _run_train(ctx: _Context, unit: Unit) -> dict[str, Any]:
 
 def _run_eval(ctx: _Context, unit: Unit) -> dict[str, Any]:
     t0 = time.perf_counter()
-    code = None
+    code = start = None
     extra: dict[str, Any] = {}
     if unit.kind == "simple":
         model = ctx.model(unit.model, unit.seed)
@@ -214,7 +222,8 @@ def _run_eval(ctx: _Context, unit: Unit) -> dict[str, Any]:
         )
         mean_code = trained_code(model, ctx.protocol.simple_envs)
         extra = _finetune(ctx, model, unit, ft_data, mean_code)
-    result, raw = evaluate_model(model, ctx.base.eval, unit.env, code=code)
+        start = trained_code(model, (unit.env,))  # identified: start from the adapted row
+    result, raw = evaluate_model(model, ctx.base.eval, unit.env, code=code, identify_from=start)
     if ctx.protocol.figures and unit.seed == ctx.protocol.seeds[0]:
         _unit_figures(ctx, model, unit, raw)
     result.update(extra)

@@ -3,15 +3,21 @@ built-in presets, the training config of every run, and the plan of units of wor
 
 0. **Shared VAE.** Per seed, the object VAE is pre-trained once on the simple environments;
    every model of the seed starts from it (frozen), so all predict in the same slot space.
-1. **Simple environments.** For every model variant (:data:`MODEL_VARIANTS`: S2-SSM, the
-   equivalent Transformer, the dense SSM with λ = 0) and seed, train one world model on the 7
-   simple environments together (each with its own environment code), then evaluate next-slot
-   MSE and SHD on held-out sequences of each simple environment.
+1. **Simple environments.** For every model of ``protocol.models`` (:data:`MODEL_VARIANTS`;
+   by default S2-SSM, SPARTAN, the Transformer ablation, the dense SSM with λ = 0) and seed,
+   train one world model on the 7 simple environments together (each with its own environment
+   code), then evaluate next-slot MSE and SHD on held-out sequences of each simple environment.
+   The presets tell no model the intervention targets (``model.use_interventions = false``,
+   the environment codes are SPARTAN-style tokens that must explain them) and, at test time,
+   not the environment either (``eval.env_code = "identified"``: each test sequence's code is
+   fitted on its first ``eval.context`` steps, and only the following steps are scored).
 2. **Composite environments.** For each of the 4 composite environments: *zero-shot* (no
-   parameter changes; the environment code is the mean of the trained codes) and *fine-tuned*
-   (the composite environment's codebook row is initialised to that mean, then the dynamics are
-   fine-tuned, VAE frozen, on ``finetune_fraction`` = 10% of the per-environment training data;
-   :mod:`s2ssm.experiments.finetune`).
+   parameter changes; the environment code is the mean of the trained codes, or with
+   ``"identified"`` fitted per sequence from there) and *fine-tuned* (the composite
+   environment's codebook row is initialised to that mean, then the dynamics are fine-tuned,
+   VAE frozen, on ``finetune_fraction`` = 10% of the per-environment training data,
+   :mod:`s2ssm.experiments.finetune`; with ``"identified"`` the fine-tuned row is where each
+   test sequence's fit starts).
 3. **Occlusion** (beyond the paper, :mod:`s2ssm.evaluation.occlusion`): the trained models on
    ``occlusion_envs`` rendered with the simulator's occluder; with ``occlusion_finetune``, again
    after fine-tuning a copy (the ``finetune_*`` settings) on occluded frames of the environment,
@@ -43,6 +49,7 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "COMPOSITE_ENVS",
+    "DEFAULT_MODELS",
     "MODEL_VARIANTS",
     "PHASES",
     "PRESETS",
@@ -74,12 +81,33 @@ COMPOSITE_ENVS: tuple[str, ...] = (
     "sine_left_away",
     "gravity_right_away",
 )
-#: Model variant -> (model.kind, sparsity.enabled).
-MODEL_VARIANTS: dict[str, tuple[str, bool]] = {
-    "s2ssm": ("ssm", True),
-    "transformer": ("transformer", True),
-    "dense_ssm": ("ssm", False),
+#: Model variant -> the fields it sets in the base config, per section. The first four are the
+#: comparison (``protocol.models``' default): S2-SSM, SPARTAN (:mod:`s2ssm.models.spartan`, its
+#: own masks and the dual-ascent λ rule), the Transformer ablation (S2-SSM's block and gates
+#: with time attention instead of Mamba) and the dense SSM (λ = 0). ``s2ssm_oracle`` is S2-SSM
+#: told the true intervention targets of every transition (an upper bound, not a result) and
+#: ``s2ssm_joint`` S2-SSM with the object VAE trained jointly with the dynamics, as in the
+#: paper (the dynamics loss flows into the encoder, the reconstruction kept).
+MODEL_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "s2ssm": {"model": {"kind": "ssm"}, "sparsity": {"enabled": True}},
+    "spartan": {
+        "model": {"kind": "spartan", "gate": "straight_through"},
+        "sparsity": {"enabled": True, "rule": "exponential"},
+    },
+    "transformer": {"model": {"kind": "transformer"}, "sparsity": {"enabled": True}},
+    "dense_ssm": {"model": {"kind": "ssm"}, "sparsity": {"enabled": False}},
+    "s2ssm_oracle": {
+        "model": {"kind": "ssm", "use_interventions": True},
+        "sparsity": {"enabled": True},
+    },
+    "s2ssm_joint": {
+        "model": {"kind": "ssm"},
+        "sparsity": {"enabled": True},
+        "vae": {"freeze": False, "recon_weight": 1.0},
+    },
 }
+#: The models a protocol compares unless it names others.
+DEFAULT_MODELS: tuple[str, ...] = ("s2ssm", "spartan", "transformer", "dense_ssm")
 #: The evaluation phases of a trained model: the simple environments, then the composites.
 PHASES: tuple[str, ...] = ("simple", "zero_shot", "finetune")
 
@@ -90,7 +118,7 @@ class Protocol:
     :class:`~s2ssm.config.Config` with ``data.envs = simple_envs`` and the variant's
     ``model.kind`` / ``sparsity.enabled``."""
 
-    models: tuple[str, ...] = tuple(MODEL_VARIANTS)
+    models: tuple[str, ...] = DEFAULT_MODELS
     simple_envs: tuple[str, ...] = SIMPLE_ENVS
     composite_envs: tuple[str, ...] = COMPOSITE_ENVS
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -211,7 +239,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "num_heads": 1,
             "d_state": 8,
             "expand": 2,
-            "use_interventions": True,
+            "use_interventions": False,
         },
         "sparsity": {**_LAMBDA_SCHEDULE, "target_window": 100, "warmup_steps": 1000},
         "optim": {"steps": 2000, "batch_size": 32, "lr": 2e-3, "warmup_steps": 50},
@@ -222,11 +250,13 @@ PRESETS: dict[str, dict[str, Any]] = {
             "batch_size": 32,
             "context": 4,
             "horizon": 6,
+            "env_code": "identified",
         },
     },
     "paper": {
         "protocol": {
             "seeds": [0, 1, 2],
+            "models": list(MODEL_VARIANTS),
             "finetune_steps": 500,
             "finetune_lr": 5e-4,
             "finetune_batch_size": 32,
@@ -244,7 +274,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "num_layers": 3,
             "num_heads": 1,
             "d_state": 16,
-            "use_interventions": True,
+            "use_interventions": False,
         },
         "sparsity": {**_LAMBDA_SCHEDULE, "target_window": 1000, "warmup_steps": 10000},
         "optim": {"steps": 20000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 500},
@@ -255,6 +285,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "batch_size": 64,
             "context": 8,
             "horizon": 16,
+            "env_code": "identified",
         },
     },
 }
@@ -290,16 +321,17 @@ def load_protocol(path: str | Path, overrides: Iterable[str] = ()) -> tuple[Prot
 
 
 def model_config(base: Config, protocol: Protocol, model: str, seed: int, out_dir: Path) -> Config:
-    """The training config of ``model`` (a :data:`MODEL_VARIANTS` name) and ``seed``: trained on
-    the protocol's simple environments into ``OUT/runs/<model>/seed<seed>``. The data seed stays
+    """The training config of ``model`` (a :data:`MODEL_VARIANTS` name: the base config with the
+    variant's fields) and ``seed``: trained on the protocol's simple environments into
+    ``OUT/runs/<model>/seed<seed>``. The data seed stays
     the base config's, so the seeds vary the model (initialisation, noise), not the data. With
     ``protocol.shared_vae`` the VAE comes from the seed's pre-training run
     (:func:`vae_config`; ``vae.init_from``, no VAE steps of its own), so every model of a seed
     predicts in the same slot space and the MSEs are comparable."""
     if model not in MODEL_VARIANTS:
         raise InvalidInputError(f"model must be one of {tuple(MODEL_VARIANTS)}, got {model!r}")
-    kind, sparse = MODEL_VARIANTS[model]
-    vae = base.vae
+    variant = MODEL_VARIANTS[model]
+    vae = dataclasses.replace(base.vae, **variant.get("vae", {}))
     if protocol.shared_vae:
         vae = dataclasses.replace(
             vae, init_from=str(out_dir / "runs" / "vae" / f"seed{seed}"), pretrain_steps=0
@@ -311,8 +343,8 @@ def model_config(base: Config, protocol: Protocol, model: str, seed: int, out_di
         ),
         data=dataclasses.replace(base.data, envs=protocol.simple_envs),
         vae=vae,
-        model=dataclasses.replace(base.model, kind=kind),
-        sparsity=dataclasses.replace(base.sparsity, enabled=sparse),
+        model=dataclasses.replace(base.model, **variant["model"]),
+        sparsity=dataclasses.replace(base.sparsity, **variant["sparsity"]),
     )
 
 

@@ -18,6 +18,12 @@ the few samples still drawn open can say what it was worth. In the sum a closed 
 is exactly 0 in value, yet with ``model.gate_clip_gradient`` its gate still gets the gradient
 of opening, ``<dL/d out_i, W_o W_v y_j>``, on every transition; and no closed parent reaches a
 child through a normaliser either.
+
+``model.kind = "spartan"`` keeps the block's shape (time attention, interactions, MLP) but its
+interactions are SPARTAN's (:mod:`s2ssm.models.spartan`): the mask logits are the attention's
+own query-key scores (no separate gate, no static bias), sampled with the straight-through
+Gumbel-sigmoid, and the own slot is always attended to. It reads ``gate_temperature``,
+``edge_threshold`` and ``env_parent``; the other gate options are S2-SSM's and unused.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from s2ssm.models.gates import (
     open_probability_shift,
     sample_edges,
 )
+from s2ssm.models.spartan import HardMaskAttention
 
 __all__ = ["CausalTimeAttention", "SlotSSMBlock"]
 
@@ -90,14 +97,20 @@ class SlotSSMBlock(nn.Module):
             self.temporal = CausalTimeAttention(d, cfg.num_heads, cfg.max_len)
         self.norm_query = nn.LayerNorm(d)
         self.norm_key = nn.LayerNorm(d)
-        self.gate: EdgeGate | MLPEdgeGate
-        if cfg.gate_scorer == "mlp":
+        self.gate: EdgeGate | MLPEdgeGate | None
+        if cfg.kind == "spartan":
+            self.gate = None
+            self.hard_attention = HardMaskAttention(d, cfg.num_heads)
+        elif cfg.gate_scorer == "mlp":
             self.gate = MLPEdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
         else:
             self.gate = EdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
-        self.gate.bias.requires_grad_(cfg.gate_learn_bias)
+        if self.gate is not None:
+            self.gate.bias.requires_grad_(cfg.gate_learn_bias)
         self.message = cfg.message
-        if cfg.message == "gated_sum":
+        if cfg.kind == "spartan":
+            pass
+        elif cfg.message == "gated_sum":
             self.value = nn.Linear(d, d, bias=False)
             self.message_out = nn.Linear(d, d, bias=False)
         else:
@@ -147,7 +160,11 @@ class SlotSSMBlock(nn.Module):
         # Interactions: at each step, object slots attend to object slots + the environment slot.
         children = self.norm_query(x).reshape(b * t, k, d)
         parents = self.norm_key(torch.cat([x, env.unsqueeze(2)], dim=2)).reshape(b * t, k + 1, d)
-        logits, overshoot = self.gate(children, parents)
+        if self.gate is None:  # SPARTAN: the mask logits are the attention's own scores
+            scores = self.hard_attention.scores(children, parents)
+            logits, overshoot = scores.mean(dim=1), None
+        else:
+            logits, overshoot = self.gate(children, parents)
         if not self.env_parent:  # the environment slot is no parent: its edges stay closed
             # a finite logit: sigmoid gives exactly 0, and log sigmoid stays finite (no NaN)
             logits = logits.masked_fill(self.env_column, -1e4)
@@ -158,7 +175,7 @@ class SlotSSMBlock(nn.Module):
             temperature=self.temperature,
             training=self.training,
             threshold=self.threshold,
-            gradient=self.gate_gradient,
+            gradient="message" if self.gate is None else self.gate_gradient,
             clip_gradient=self.clip_gradient,
             eval_shift=self.eval_shift,
             explore=self.explore,
@@ -167,6 +184,13 @@ class SlotSSMBlock(nn.Module):
             edges = forced_edges.reshape(b * t, k, k + 1)
             mask, gate = torch.where(edges, 0.0, NEG_MASK).to(logits.dtype), None
         self_edges: Tensor = self.self_edges  # type: ignore[assignment]
+        if self.gate is None:
+            # straight-through "message" gate in training (0/1, gradient of the relaxation);
+            # the hard edges at evaluation and in forced passes; the own slot always open
+            hard = edges.to(scores.dtype) if gate is None else gate
+            hard = hard.masked_fill(self_edges, 1.0)
+            out = self.hard_attention(scores, hard, parents)
+            return self._finish(x, out, edges, None, b, t, k, d, logits)
         mask = mask.masked_fill(self_edges, self.self_mask)  # own slot: the residual path
         if gate is not None:
             # hard concrete: each open edge's message scaled by g (forward and backward);
@@ -179,6 +203,21 @@ class SlotSSMBlock(nn.Module):
             out = self.message_out(weight @ self.value(parents))
         else:
             out, _ = self.attention(children, parents, mask=mask.to(children.dtype), gate=gate)
+        return self._finish(x, out, edges, overshoot, b, t, k, d, logits)
+
+    def _finish(
+        self,
+        x: Tensor,
+        out: Tensor,
+        edges: Tensor,
+        overshoot: Tensor | None,
+        b: int,
+        t: int,
+        k: int,
+        d: int,
+        logits: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The residual update with the messages, the MLP, and the forward's outputs."""
         x = x + out.reshape(b, t, k, d) + self.message_bias
         x = x + self.mlp(self.norm_mlp(x))
         drift = x.new_zeros((), dtype=torch.float32)
