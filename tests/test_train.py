@@ -151,7 +151,13 @@ def test_shipped_configs_load() -> None:
     from s2ssm.config import config_from_dict
 
     root = Path(__file__).resolve().parents[1] / "configs"
-    for name in ("small_cpu", "paper_s2ssm", "paper_dense_ssm", "paper_transformer"):
+    for name in (
+        "small_cpu",
+        "paper_s2ssm",
+        "paper_dense_ssm",
+        "paper_transformer",
+        "paper_spartan",
+    ):
         load_config(root / f"{name}.toml")
     for path in sorted(root.glob("*.toml")):  # other tools' tables (e.g. [protocol]) aside
         data = tomllib.loads(path.read_text())

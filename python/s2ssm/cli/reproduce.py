@@ -24,16 +24,18 @@ def add_parser(subparsers: Any) -> None:
         "reproduce",
         help="reproduce the paper's experiments (resumable)",
         description=(
-            "Train S2-SSM, the equivalent Transformer and the dense SSM on the 7 simple "
-            "environments, evaluate next-slot MSE and SHD per environment, then zero-shot and "
-            "10%-data fine-tuning on the 4 composite environments; mean ± std over seeds. "
+            "Train S2-SSM, SPARTAN, the Transformer ablation and the dense SSM on the 7 simple "
+            "environments (intervention targets unknown), evaluate next-slot MSE and SHD per "
+            "environment with each test sequence's environment identified from its first "
+            "steps, then zero-shot and 10%-data fine-tuning on the 4 composite environments; "
+            "mean ± std over seeds. "
             "Rerunning with the same --out continues an interrupted reproduction."
         ),
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="reduced setting: one seed, few steps, small model (a 2-core CPU, < 30 min)",
+        help="reduced setting: one seed, few steps, small model (a 2-core CPU, < 40 min)",
     )
     parser.add_argument(
         "--out",

@@ -19,8 +19,10 @@ Attention" (arXiv 2505.02074). One file per part, read in this order:
    time, shared by the slots and run on each slot's sequence independently (free evolution),
    then masked cross-attention from the object slots to the object slots + environment slot at
    each time step (interactions), the mask being the sampled edges, then an MLP. ``kind =
-   "transformer"`` swaps the Mamba layer for causal self-attention over time (the SPARTAN-style
-   baseline).
+   "transformer"`` swaps the Mamba layer for causal self-attention over time (an ablation of the
+   temporal layer, S2-SSM's gates kept). :mod:`~s2ssm.models.spartan`, ``kind = "spartan"``:
+   SPARTAN (arXiv 2411.06890) in the same block, time attention and hard attention masks
+   sampled from the attention's own query-key scores, no gate of its own.
 5. :mod:`~s2ssm.models.causal_graph` -- **causal graph.** Per layer i the gates give an
    adjacency A_i (child x parent); the local causal graph of a step is Ā = (A_L + I) ... (A_1 +
    I) (:func:`path_count_matrix`), an edge wherever Ā - I is positive.
@@ -101,6 +103,7 @@ from s2ssm.models.gates import (
     sample_edges,
 )
 from s2ssm.models.sparsity import LambdaSchedule, dynamics_loss
+from s2ssm.models.spartan import HardMaskAttention, masked_softmax_attention
 from s2ssm.models.vae import ObjectVAE, compose_frame, image_moments, object_images
 from s2ssm.models.world_model import (
     S2SSM,
@@ -118,6 +121,7 @@ __all__ = [
     "DynamicsOutput",
     "EdgeGate",
     "EnvironmentSlot",
+    "HardMaskAttention",
     "LambdaSchedule",
     "MLPEdgeGate",
     "ObjectVAE",
@@ -133,6 +137,7 @@ __all__ = [
     "image_moments",
     "local_edge_scores",
     "local_graph_from_edges",
+    "masked_softmax_attention",
     "object_images",
     "open_probability_shift",
     "path_count_matrix",
