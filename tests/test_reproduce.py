@@ -725,8 +725,8 @@ def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert args.quick and args.out is None and args.seeds is None
 
 
-def test_the_variants_protocol_is_the_quick_preset_with_two_other_models() -> None:
+def test_the_variants_protocol_is_the_quick_preset_with_the_oracle() -> None:
     protocol, base = load_protocol(ROOT / "configs" / "reproduce_quick_variants.toml")
     quick, quick_base = preset("quick")
     assert base == quick_base
-    assert protocol == dataclasses.replace(quick, models=("s2ssm_oracle", "s2ssm_joint"))
+    assert protocol == dataclasses.replace(quick, models=("s2ssm_oracle",))
