@@ -248,9 +248,10 @@ PRESETS: dict[str, dict[str, Any]] = {
             "seq_len": 16,
             "intervention_prob": 0.15,
             "batch_size": 32,
-            "context": 4,
+            "context": 8,
             "horizon": 6,
             "env_code": "identified",
+            "fit_code_lr": 1e-3,
         },
     },
     "paper": {
@@ -286,6 +287,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "context": 8,
             "horizon": 16,
             "env_code": "identified",
+            "fit_code_lr": 1e-3,
         },
     },
 }
