@@ -167,7 +167,8 @@ class SlotSSMBlock(nn.Module):
             logits, overshoot = self.gate(children, parents)
         if not self.env_parent:  # the environment slot is no parent: its edges stay closed
             # a finite logit: sigmoid gives exactly 0, and log sigmoid stays finite (no NaN)
-            logits = logits.masked_fill(self.env_column, -1e4)
+            env_column: Tensor = self.env_column  # type: ignore[assignment]
+            logits = logits.masked_fill(env_column, -1e4)
         # sampled even when forced: the draws keep every run's random stream the same
         mask, edges, gate = sample_edges(
             logits,
