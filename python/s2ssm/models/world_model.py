@@ -4,6 +4,7 @@ and :func:`fit_env_code` for an unseen environment."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -191,15 +192,33 @@ def fit_env_code(
     """Fit an environment code for sequences of an unseen environment: start from the codebook
     mean and minimise the next-slot MSE over the code alone (everything else frozen, gates
     deterministic). Returns the code (d_model,); ``dynamics.env_slot.extend_codebook`` adds it."""
+    code = dynamics.env_slot.codebook.weight.detach().mean(0).clone()
+
+    def loss(c: Tensor) -> Tensor:
+        out = dynamics(slots, None, interventions, env_code=c.unsqueeze(0))
+        return F.mse_loss(out.pred[:, :-1], slots[:, 1:])
+
+    return _fit_code(dynamics, code, loss, steps=steps, lr=lr)
+
+
+def _fit_code(
+    dynamics: SlotDynamics,
+    start: Tensor,
+    loss: Callable[[Tensor], Tensor],
+    *,
+    steps: int,
+    lr: float,
+) -> Tensor:
+    """Adam on ``loss(code)`` over the code alone from ``start``, the dynamics in eval mode
+    (deterministic gates) and frozen; restores the mode and clears the dynamics' gradients."""
     was_training = dynamics.training
     dynamics.eval()
-    code = dynamics.env_slot.codebook.weight.detach().mean(0).clone().requires_grad_(True)
+    code = start.clone().requires_grad_(True)
     opt = torch.optim.Adam([code], lr=lr)
     for _ in range(steps):
-        out = dynamics(slots, None, interventions, env_code=code.unsqueeze(0))
-        loss = F.mse_loss(out.pred[:, :-1], slots[:, 1:])
+        value = loss(code)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         opt.step()
     dynamics.zero_grad(set_to_none=True)
     dynamics.train(was_training)
@@ -230,17 +249,11 @@ def identify_env_codes(
         )
     seen = slots[:, :context].detach()
     inter = None if interventions is None else interventions[:, :context]
-    was_training = dynamics.training
-    dynamics.eval()
-    codes = init.detach().to(seen.dtype).expand(seen.shape[0], -1).clone().requires_grad_(True)
-    opt = torch.optim.Adam([codes], lr=lr)
-    for _ in range(steps):
-        out = dynamics(seen, None, inter, env_code=codes)
+    codes = init.detach().to(seen.dtype).expand(seen.shape[0], -1)
+
+    def loss(c: Tensor) -> Tensor:
+        out = dynamics(seen, None, inter, env_code=c)
         # summed over sequences: each code gets its own sequence's gradient, unscaled by B
-        loss = (out.pred[:, :-1] - seen[:, 1:]).pow(2).mean(dim=(1, 2, 3)).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    dynamics.zero_grad(set_to_none=True)
-    dynamics.train(was_training)
-    return codes.detach()
+        return (out.pred[:, :-1] - seen[:, 1:]).pow(2).mean(dim=(1, 2, 3)).sum()
+
+    return _fit_code(dynamics, codes, loss, steps=steps, lr=lr)
