@@ -98,23 +98,21 @@ class SlotSSMBlock(nn.Module):
         self.norm_query = nn.LayerNorm(d)
         self.norm_key = nn.LayerNorm(d)
         self.gate: EdgeGate | MLPEdgeGate | None
-        if cfg.kind == "spartan":
+        self.message = cfg.message
+        if cfg.kind == "spartan":  # its masks come from its own attention's scores
             self.gate = None
             self.hard_attention = HardMaskAttention(d, cfg.num_heads)
-        elif cfg.gate_scorer == "mlp":
-            self.gate = MLPEdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
         else:
-            self.gate = EdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
-        if self.gate is not None:
+            if cfg.gate_scorer == "mlp":
+                self.gate = MLPEdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
+            else:
+                self.gate = EdgeGate(d, k, k + 1, cfg.gate_init_bias, cfg.gate_logit_bound)
             self.gate.bias.requires_grad_(cfg.gate_learn_bias)
-        self.message = cfg.message
-        if cfg.kind == "spartan":
-            pass
-        elif cfg.message == "gated_sum":
-            self.value = nn.Linear(d, d, bias=False)
-            self.message_out = nn.Linear(d, d, bias=False)
-        else:
-            self.attention = s2nn.SlotAttention(d, num_heads=cfg.num_heads, backend=backend)
+            if cfg.message == "gated_sum":
+                self.value = nn.Linear(d, d, bias=False)
+                self.message_out = nn.Linear(d, d, bias=False)
+            else:
+                self.attention = s2nn.SlotAttention(d, num_heads=cfg.num_heads, backend=backend)
         # A constant per child object added to the attention output: the "no parent" message.
         # Without it an always-open edge from a constant slot (the environment token when one
         # environment is trained) is worth keeping as a bias source, and the penalty must
@@ -189,9 +187,22 @@ class SlotSSMBlock(nn.Module):
             # straight-through "message" gate in training (0/1, gradient of the relaxation);
             # the hard edges at evaluation and in forced passes; the own slot always open
             hard = edges.to(scores.dtype) if gate is None else gate
-            hard = hard.masked_fill(self_edges, 1.0)
-            out = self.hard_attention(scores, hard, parents)
-            return self._finish(x, out, edges, None, b, t, k, d, logits)
+            out = self.hard_attention(scores, hard.masked_fill(self_edges, 1.0), parents)
+        else:
+            out = self._gated_messages(children, parents, mask, edges, gate)
+        x = x + out.reshape(b, t, k, d) + self.message_bias
+        x = x + self.mlp(self.norm_mlp(x))
+        drift = x.new_zeros((), dtype=torch.float32)
+        if overshoot is not None:
+            drift = overshoot.pow(2).sum(dim=(-2, -1)).mean()
+        return x, logits.view(b, t, k, k + 1), edges.view(b, t, k, k + 1), drift
+
+    def _gated_messages(
+        self, children: Tensor, parents: Tensor, mask: Tensor, edges: Tensor, gate: Tensor | None
+    ) -> Tensor:
+        """S2-SSM's messages (B*, K, d): the attention over the open parents (or the gated sum),
+        each open edge's message scaled by its gate where there is one."""
+        self_edges: Tensor = self.self_edges  # type: ignore[assignment]
         mask = mask.masked_fill(self_edges, self.self_mask)  # own slot: the residual path
         if gate is not None:
             # hard concrete: each open edge's message scaled by g (forward and backward);
@@ -201,27 +212,6 @@ class SlotSSMBlock(nn.Module):
             weight = edges.to(children.dtype) if gate is None else gate
             own = 0.0 if self.self_mask == NEG_MASK else 1.0  # attend_self: the own slot, ungated
             weight = weight.masked_fill(self_edges, own)
-            out = self.message_out(weight @ self.value(parents))
-        else:
-            out, _ = self.attention(children, parents, mask=mask.to(children.dtype), gate=gate)
-        return self._finish(x, out, edges, overshoot, b, t, k, d, logits)
-
-    def _finish(
-        self,
-        x: Tensor,
-        out: Tensor,
-        edges: Tensor,
-        overshoot: Tensor | None,
-        b: int,
-        t: int,
-        k: int,
-        d: int,
-        logits: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The residual update with the messages, the MLP, and the forward's outputs."""
-        x = x + out.reshape(b, t, k, d) + self.message_bias
-        x = x + self.mlp(self.norm_mlp(x))
-        drift = x.new_zeros((), dtype=torch.float32)
-        if overshoot is not None:
-            drift = overshoot.pow(2).sum(dim=(-2, -1)).mean()
-        return x, logits.view(b, t, k, k + 1), edges.view(b, t, k, k + 1), drift
+            return self.message_out(weight @ self.value(parents))  # type: ignore[no-any-return]
+        out, _ = self.attention(children, parents, mask=mask.to(children.dtype), gate=gate)
+        return out  # type: ignore[no-any-return]
