@@ -195,8 +195,9 @@ def protocol_to_dict(protocol: Protocol) -> dict[str, Any]:
 
 #: The two built-in settings, the same as ``configs/reproduce_quick.toml`` and
 #: ``configs/reproduce_paper.toml`` (a test keeps them equal). ``quick`` is sized for a 2-core
-#: CPU in under 30 minutes (21-25 measured); ``paper`` is the full protocol (3 seeds, GPU). The
-#: paper does not publish every hyperparameter; where it does not, the values are ours.
+#: CPU in under 40 minutes (38 min 9 s measured beside other jobs); ``paper`` is the full
+#: protocol (3 seeds, GPU). The paper does not publish every hyperparameter; where it does not,
+#: the values are ours.
 #: The λ schedule of both presets, measured with ``--quick`` (docs/results.md): λ in
 #: [1e-6, 1e-2], never below its start, τ = 0.95 x the warm-up's error; the window and the
 #: warm-up scale with each preset's run length.
