@@ -115,8 +115,8 @@ PHASES: tuple[str, ...] = ("simple", "zero_shot", "finetune")
 @dataclass(frozen=True)
 class Protocol:
     """What ``s2ssm reproduce`` runs; the training config of every model is the base
-    :class:`~s2ssm.config.Config` with ``data.envs = simple_envs`` and the variant's
-    ``model.kind`` / ``sparsity.enabled``."""
+    :class:`~s2ssm.config.Config` with ``data.envs = simple_envs`` and the variant's fields
+    (:data:`MODEL_VARIANTS`)."""
 
     models: tuple[str, ...] = DEFAULT_MODELS
     simple_envs: tuple[str, ...] = SIMPLE_ENVS
