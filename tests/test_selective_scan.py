@@ -362,6 +362,43 @@ def test_triton_matches_reference_random(batch, dim, length, n, flags, seed) -> 
     assert_close_all(got, want, rtol=1e-4, atol=1e-5)
 
 
+def _forward_blocks() -> list[dict[str, int]]:
+    kern = importlib.import_module("s2ssm.triton_kernels._selective_scan_kernels")
+    return [{"BLOCK_D": c.kwargs["BLOCK_D"], "num_warps": c.num_warps} for c in kern.FWD_CONFIGS]
+
+
+@pytest.mark.parametrize("blocks", [(2, 2), (16, 4), (32, 16), (256, 8)], ids=str)
+def test_triton_every_block_size(monkeypatch: pytest.MonkeyPatch, blocks) -> None:
+    """Every block of channels the forward's autotuner may pick, and backward blocks wider and
+    narrower than a group, give the reference's values (grouped B and C, a partial chunk)."""
+    pytest.importorskip("triton")
+    fwd_block, bwd_block = blocks
+    choices = {c["BLOCK_D"] for c in _forward_blocks()}
+    assert fwd_block in choices | {2}  # the autotuner's choices, and the interpreter's
+    monkeypatch.setattr(scan_mod, "_fwd_tiles", lambda dpg, kern: {"BLOCK_D": fwd_block})
+    n = 3
+    monkeypatch.setattr(scan_mod, "_bwd_tiles", lambda dpg, n: (bwd_block, 4, 1))
+    # 6 channels per group: blocks of 2 and 4 split a group (4: a partial block), wider ones not
+    x = make_inputs(2, 12, 11, n, groups_b=2, groups_c=1, device=DEVICE, seed=fwd_block)
+    got = run_with_grads(selective_scan, x, True, backend="triton")
+    want = run_with_grads(selective_scan_ref, x, True)
+    assert_close_all(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_forward_tiles_are_fixed_when_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the GPU the forward autotunes (None) unless torch's deterministic mode is on."""
+    kern = importlib.import_module("s2ssm.triton_kernels._selective_scan_kernels")
+    monkeypatch.setattr(scan_mod, "triton_interpret", lambda: False)
+    assert scan_mod._fwd_tiles(256, kern) is None
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert scan_mod._fwd_tiles(256, kern) == kern.DETERMINISTIC_FWD
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert kern.DETERMINISTIC_FWD in _forward_blocks()
+
+
 def test_triton_noncontiguous_and_no_grad() -> None:
     pytest.importorskip("triton")
     x = make_inputs(2, 3, 11, 3, device=DEVICE, seed=5)
@@ -441,9 +478,9 @@ def test_kernels_compile_for_sm90() -> None:
     bf16 = "{n: '*bf16' for n in ('u_ptr', 'delta_ptr', 'b_ptr', 'c_ptr', 'z_ptr', 'y_ptr')}"
     calls = f"""
 compile_sm90("{mod}", "_scan_fwd_kernel", dict({flags}, STORE_CHUNKS=True,
-             BLOCK_D=8, BLOCK_N=16, BLOCK_L=32), 4, {bf16})
+             BLOCK_D=32, BLOCK_N=16, CHUNK_L=32), 1, {bf16})
 compile_sm90("{mod}", "_scan_bwd_kernel", dict({flags}, HAS_DLAST=True,
-             BLOCK_D=4, BLOCK_N=16, BLOCK_L=32), 4)
+             BLOCK_D=32, BLOCK_N=16, CHUNK_L=32), 1)
 compile_sm90("{mod}", "_state_update_kernel", dict({flags}, BLOCK_D=64, BLOCK_N=16), 4)
 """
     names = compile_kernels_offline(calls)

@@ -1,17 +1,20 @@
 """Selective scan (Mamba S6): fused Triton kernels, autograd wrapper and the dispatching public op.
 
-Forward: one program per (batch, group, block of channels) walks the sequence in chunks of
-``BLOCK_L`` steps. Inside a chunk the recurrence ``h <- exp(dt*A)*h + dt*B*u`` over a
-(channels x state x steps) register tile is evaluated with ``tl.associative_scan``; the state
-is carried from chunk to chunk in registers, all arithmetic is float32 whatever the input dtype.
-When gradients are needed the forward also writes the state at the start of every chunk
-(``L / BLOCK_L`` states per channel, not one per step).
+Forward: one program per (batch, group, block of ``BLOCK_D`` channels) holds the (channels x
+states) state in registers and walks the sequence one step at a time: per step and element an
+``exp``, two multiply-adds and the sum over the states, all in float32 whatever the input dtype
+(issue #18: the earlier design ran ``tl.associative_scan`` along time over a register tile, at
+about 15.5 shuffles per element). When gradients are needed it also writes the state at the
+start of every chunk of ``CHUNK_L`` steps. On the GPU the block of channels and the warps are
+autotuned per shape, except under ``torch.use_deterministic_algorithms(True)``, where a fixed
+choice keeps the bytes independent of timing.
 
-Backward: walks the chunks in reverse, recomputes the chunk's states from the saved chunk-start
-state, runs the adjoint recurrence ``g[t] = exp(dt[t+1]*A)*g[t+1] + dy[t]*C[t]`` with a
-reversed associative scan and accumulates every gradient. Sums over channels (for B, C) and
-over the batch (for A, D) are written as per-program partial sums and reduced with torch
-afterwards, so results are deterministic (no atomics).
+Backward: walks the chunks in reverse. For each it recomputes the chunk's states from the saved
+chunk-start state, forward, into a per-program workspace of ``CHUNK_L`` states (with dC, dz and
+dD, which need only the states), then walks the chunk backward with the adjoint ``g[t] =
+exp(dt[t+1] A) g[t+1] + dy[t] C[t]`` in registers. Sums over channels (for B, C) are written
+per block of channels, (batch, group, D / BLOCK_D, N, L), and sums over the batch (for A, D)
+per batch row, and reduced with torch afterwards: deterministic, no atomics.
 
 Triton is optional: without it this module still imports and :func:`selective_scan` uses the
 PyTorch path.
@@ -20,6 +23,7 @@ PyTorch path.
 from __future__ import annotations
 
 import math
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -57,16 +61,30 @@ def _next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
 
 
-def _tiles(dpg: int, n: int, length: int, backward: bool) -> tuple[int, int, int, int]:
-    """Tile sizes (BLOCK_D, BLOCK_N, BLOCK_L, num_warps); BLOCK_L must not depend on direction."""
+def _chunk_len() -> int:
+    """Steps per saved state (the same in the forward and the backward)."""
+    return 4 if triton_interpret() else 32  # the interpreter: short chunks exercise the carries
+
+
+def _bwd_tiles(dpg: int, n: int) -> tuple[int, int, int]:
+    """(BLOCK_D, BLOCK_N, num_warps) of the backward: a fixed choice (its dB/dC partials are
+    per block of channels, so the block must not depend on timing)."""
     block_n = max(2, _next_pow2(n))
     if triton_interpret():
-        # the interpreter runs numpy per program: tiny chunks keep tests fast and exercise carries
-        return min(4, max(2, _next_pow2(dpg))), block_n, min(8, max(2, _next_pow2(length))), 1
-    block_l = min(32, max(16, _next_pow2(length)))
-    budget = 2048 if backward else 4096  # elements of one (channels x N x steps) register tile
-    block_d = max(1, min(_next_pow2(dpg), budget // (block_n * block_l)))
-    return block_d, block_n, block_l, 4
+        return min(4, max(2, _next_pow2(dpg))), block_n, 1
+    # one warp, at most 512 states: 16 per thread at N = 16 (four more tiles of that size
+    # live in registers: the adjoint, A, the dA sums, the recomputed state)
+    return max(2, min(_next_pow2(dpg), max(1, 512 // block_n))), block_n, 1
+
+
+def _fwd_tiles(dpg: int, kern: ModuleType) -> dict[str, int] | None:
+    """The forward's fixed tiles {BLOCK_D, num_warps}, or None to autotune them (on the GPU,
+    unless torch's deterministic mode is on: the autotuner's choice depends on timing)."""
+    if triton_interpret():
+        return {"BLOCK_D": min(4, max(2, _next_pow2(dpg))), "num_warps": 1}
+    if torch.are_deterministic_algorithms_enabled():
+        return dict(kern.DETERMINISTIC_FWD)
+    return None
 
 
 def _as_grouped(t: torch.Tensor, groups: int) -> torch.Tensor:
@@ -76,6 +94,16 @@ def _as_grouped(t: torch.Tensor, groups: int) -> torch.Tensor:
     if t.shape[1] != groups:
         t = _repeat_groups(t, groups // t.shape[1])
     return t.contiguous()
+
+
+def _steps_by_state(t: torch.Tensor, groups: int, steps: int, block_n: int) -> torch.Tensor:
+    """B or C as the kernels read it: (batch, groups, steps, block_n) float-contiguous, a
+    step's states side by side, zero-padded past L and N (small: N / D of u's size)."""
+    grouped = _as_grouped(t, groups)  # (batch, groups, N, L)
+    b, g, n, length = grouped.shape
+    out = grouped.new_zeros((b, g, steps, block_n))
+    out[:, :, :length, :n] = grouped.transpose(-1, -2)
+    return out
 
 
 def _opt(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -104,12 +132,13 @@ class _SelectiveScanFn(torch.autograd.Function):
         gc = 1 if C.dim() == 3 else C.shape[1]
         groups = gb * gc // math.gcd(gb, gc)
         uc, dc, ac = u.contiguous(), delta.contiguous(), A.contiguous()
-        bc, cc = _as_grouped(B, groups), _as_grouped(C, groups)
         Dc, zc, biasc = _opt(D), _opt(z), _opt(delta_bias)
         dpg = dim // groups
-        block_d, block_n, block_l, warps = _tiles(dpg, n, length, backward=False)
-        n_dblk = cdiv(dpg, block_d)
-        n_chunks = cdiv(length, block_l)
+        block_n = max(2, _next_pow2(n))
+        chunk_l = _chunk_len()
+        n_chunks = cdiv(length, chunk_l)
+        bc = _steps_by_state(B, groups, n_chunks * chunk_l, block_n)
+        cc = _steps_by_state(C, groups, n_chunks * chunk_l, block_n)
         need_grad = any(ctx.needs_input_grad[:8])
         y = torch.empty_like(uc)
         last = torch.empty((batch, dim, n), device=u.device, dtype=torch.float32)
@@ -119,16 +148,21 @@ class _SelectiveScanFn(torch.autograd.Function):
             else last
         )
         kern = kernel_module("_selective_scan_kernels", uc)
-        kern._scan_fwd_kernel[(batch, groups * n_dblk)](
+        fixed = _fwd_tiles(dpg, kern)
+        launch = kern._scan_fwd_kernel if fixed is not None else kern._scan_fwd_autotuned
+
+        def grid(meta: dict[str, Any]) -> tuple[int, int]:
+            return batch, groups * cdiv(dpg, meta["BLOCK_D"])
+
+        launch[grid](
             uc, dc, ac, bc, cc,
             Dc if Dc is not None else uc, zc if zc is not None else uc,
             biasc if biasc is not None else uc,
             y, last, chunks,
-            dim, length, n, dpg, n_dblk, n_chunks, groups,
+            dim, length, n, dpg, n_chunks, groups,
             HAS_D=Dc is not None, HAS_Z=zc is not None, HAS_BIAS=biasc is not None,
             SOFTPLUS=delta_softplus, STORE_CHUNKS=need_grad,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l,
-            num_warps=warps, enable_fp_fusion=True,
+            BLOCK_N=block_n, CHUNK_L=chunk_l, enable_fp_fusion=True, **(fixed or {}),
         )  # fmt: skip
         if need_grad:
             ctx.save_for_backward(uc, dc, ac, bc, cc, Dc, zc, biasc, chunks)
@@ -147,7 +181,8 @@ class _SelectiveScanFn(torch.autograd.Function):
         batch, dim, length = uc.shape
         n = ac.shape[1]
         dpg = dim // groups
-        block_d, block_n, block_l, warps = _tiles(dpg, n, length, backward=True)
+        block_d, block_n, warps = _bwd_tiles(dpg, n)
+        chunk_l = _chunk_len()
         n_dblk = cdiv(dpg, block_d)
         n_chunks = chunks.shape[2]
         dy = torch.zeros_like(uc) if dy is None else dy.contiguous()
@@ -155,29 +190,32 @@ class _SelectiveScanFn(torch.autograd.Function):
         du = torch.empty((batch, dim, length), **f32)
         ddelta = torch.empty((batch, dim, length), **f32)
         dz = torch.empty((batch, dim, length), **f32) if zc is not None else du
-        db = torch.empty((batch, groups, n_dblk, n, length), **f32)
-        dcc = torch.empty((batch, groups, n_dblk, n, length), **f32)
+        padded = (batch, groups, n_dblk, bc.shape[2], bc.shape[3])  # laid out as bc
+        db = torch.empty(padded, **f32)
+        dcc = torch.empty(padded, **f32)
         da = torch.empty((batch, dim, n), **f32)
         dd = torch.empty((batch, dim), **f32) if Dc is not None else da
+        # each program's states of one chunk, recomputed and read back in reverse
+        work = torch.empty((batch * groups * n_dblk, chunk_l, block_d, block_n), **f32)
         kern = kernel_module("_selective_scan_kernels", uc)
         kern._scan_bwd_kernel[(batch, groups * n_dblk)](
             uc, dc, ac, bc, cc,
             Dc if Dc is not None else uc, zc if zc is not None else uc,
             biasc if biasc is not None else uc,
-            chunks, dy, dlast.contiguous() if dlast is not None else uc,
+            chunks, dy, dlast.contiguous() if dlast is not None else uc, work,
             du, ddelta, dz, db, dcc, da, dd,
-            dim, length, n, dpg, n_dblk, n_chunks, groups,
+            dim, length, n, dpg, n_chunks, groups,
             HAS_D=Dc is not None, HAS_Z=zc is not None, HAS_BIAS=biasc is not None,
             SOFTPLUS=ctx.delta_softplus, HAS_DLAST=dlast is not None,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l,
+            BLOCK_D=block_d, BLOCK_N=block_n, CHUNK_L=chunk_l,
             num_warps=warps, enable_fp_fusion=True,
         )  # fmt: skip
         grads: list[torch.Tensor | None] = [
             du.to(uc.dtype),
             ddelta.to(dc.dtype),
             da.sum(0).to(ac.dtype),
-            _ungroup(db.sum(2), ctx.b_like),
-            _ungroup(dcc.sum(2), ctx.c_like),
+            _ungroup(db.sum(2)[:, :, :length, :n].transpose(-1, -2), ctx.b_like),
+            _ungroup(dcc.sum(2)[:, :, :length, :n].transpose(-1, -2), ctx.c_like),
             dd.sum(0).to(Dc.dtype) if Dc is not None else None,
             dz.to(zc.dtype) if zc is not None else None,
             ddelta.sum((0, 2)).to(biasc.dtype) if biasc is not None else None,
