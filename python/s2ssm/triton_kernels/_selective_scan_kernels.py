@@ -47,6 +47,19 @@ def _load_dt(ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
+def _load_step(
+    u_ptr, delta_ptr, b_ptr, c_ptr, row, bc_base, t, m, offs_n, bias,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Step t's inputs in float32: u and (raw, dt) per channel, B and C per state."""
+    u = tl.load(u_ptr + row + t, mask=m, other=0.0).to(tl.float32)
+    raw, dt = _load_dt(delta_ptr + row + t, m, bias, HAS_BIAS, SOFTPLUS)
+    bt = tl.load(b_ptr + bc_base + t * BLOCK_N + offs_n).to(tl.float32)
+    ct = tl.load(c_ptr + bc_base + t * BLOCK_N + offs_n).to(tl.float32)
+    return u, raw, dt, bt, ct
+
+
+@triton.jit
 def _step_mask(offs_dg, DPG, t, L):
     """The channel mask of step t: all False past the end of the sequence (a vector-scalar
     comparison: the interpreter's ``&`` of a mask and a scalar bool is no mask)."""
@@ -97,10 +110,10 @@ def _scan_fwd_kernel(
         for i in range(0, CHUNK_L):
             t = chunk * CHUNK_L + i
             m = _step_mask(offs_dg, DPG, t, L)
-            u = tl.load(u_ptr + row + t, mask=m, other=0.0).to(tl.float32)
-            _, dt = _load_dt(delta_ptr + row + t, m, bias, HAS_BIAS, SOFTPLUS)
-            bt = tl.load(b_ptr + bc_base + t * BLOCK_N + offs_n).to(tl.float32)
-            ct = tl.load(c_ptr + bc_base + t * BLOCK_N + offs_n).to(tl.float32)
+            u, _, dt, bt, ct = _load_step(
+                u_ptr, delta_ptr, b_ptr, c_ptr, row, bc_base, t, m, offs_n, bias,
+                HAS_BIAS, SOFTPLUS, BLOCK_N,
+            )  # fmt: skip
             # past the end dt = 0: exp(0) = 1 and no input, the state passes unchanged
             h = _exp2(dt[None, :] * a_log2) * h + bt[:, None] * (dt * u)[None, :]
             y = tl.sum(h * ct[:, None], axis=0)
@@ -203,10 +216,10 @@ def _scan_bwd_kernel(
         for i in range(0, CHUNK_L):
             t = chunk * CHUNK_L + i
             m = _step_mask(offs_dg, DPG, t, L)
-            u = tl.load(u_ptr + row + t, mask=m, other=0.0).to(tl.float32)
-            _, dt = _load_dt(delta_ptr + row + t, m, bias, HAS_BIAS, SOFTPLUS)
-            bt = tl.load(b_ptr + bc_base + t * BLOCK_N + offs_n).to(tl.float32)
-            ct = tl.load(c_ptr + bc_base + t * BLOCK_N + offs_n).to(tl.float32)
+            u, _, dt, bt, ct = _load_step(
+                u_ptr, delta_ptr, b_ptr, c_ptr, row, bc_base, t, m, offs_n, bias,
+                HAS_BIAS, SOFTPLUS, BLOCK_N,
+            )  # fmt: skip
             h = _exp2(dt[None, :] * a_log2) * h + bt[:, None] * (dt * u)[None, :]
             tl.store(work + i * (BLOCK_D * BLOCK_N), h)
             dy = tl.load(dout_ptr + row + t, mask=m, other=0.0).to(tl.float32)
@@ -226,10 +239,10 @@ def _scan_bwd_kernel(
             j = CHUNK_L - 1 - i
             t = chunk * CHUNK_L + j
             m = _step_mask(offs_dg, DPG, t, L)
-            u = tl.load(u_ptr + row + t, mask=m, other=0.0).to(tl.float32)
-            raw, dt = _load_dt(delta_ptr + row + t, m, bias, HAS_BIAS, SOFTPLUS)
-            bt = tl.load(b_ptr + bc_base + t * BLOCK_N + offs_n).to(tl.float32)
-            ct = tl.load(c_ptr + bc_base + t * BLOCK_N + offs_n).to(tl.float32)
+            u, raw, dt, bt, ct = _load_step(
+                u_ptr, delta_ptr, b_ptr, c_ptr, row, bc_base, t, m, offs_n, bias,
+                HAS_BIAS, SOFTPLUS, BLOCK_N,
+            )  # fmt: skip
             dy = tl.load(dout_ptr + row + t, mask=m, other=0.0).to(tl.float32)
             if HAS_Z:
                 zt = tl.load(z_ptr + row + t, mask=m, other=0.0).to(tl.float32)
