@@ -80,7 +80,12 @@ What fails, measured: paddle -> ball is closed on nearly every transition, colli
 (AUROC 0.43-0.95, P(open | collision) 0-0.3), although the paddle's information is worth the
 most exactly there (``s2ssm.evaluation.events``, test split, five seeds: on collisions the
 ball's error is 1.4-2.4x the dense SSM's, elsewhere the same): the penalty shuts the edge
-through its static bias before the gate has learnt which states need it.
+through its static bias before the gate has learnt which states need it. With the Bernoulli
+gates the slots are not the limit (a supervised probe on the slots at t - 1 and t ranks
+collisions and points at AUROC 0.99, ``scripts/locality_probe.py``) but the training signal
+is: the counterfactual benefit ranks collisions at AUROC 0.77-0.82 and points not at all,
+because the dynamics predict neither well (``scripts/benefit_locality.py``; ``docs/results.md``,
+"Where the locality is lost").
 """
 
 from __future__ import annotations
