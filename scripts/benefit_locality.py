@@ -19,8 +19,10 @@ import torch
 from s2ssm import sim
 from s2ssm.evaluation.events import EVENTS, transition_events
 from s2ssm.evaluation.graph_baselines import auroc
+from s2ssm.evaluation.metrics import encode_sequences
 from s2ssm.models import edge_benefits
 from s2ssm.training.checkpoint import find_checkpoint, load_model
+from s2ssm.training.data import generate_sequences
 
 OBJECTS = sim.OBJECTS
 BALL, SCORE = OBJECTS.index("ball"), OBJECTS.index("score")
@@ -34,22 +36,21 @@ def main() -> None:
     model, _ = load_model(find_checkpoint(sys.argv[1]))
     model.eval()
     lam = float(sys.argv[2])
-    batch = sim.generate("neutral", 128, 16, seed=2_000_029, resolution=32, intervention_prob=0.0)
-    frames = torch.from_numpy(np.asarray(batch.frames))
-    masks = torch.from_numpy(np.asarray(batch.masks))
-    env = torch.from_numpy(np.asarray(batch.env_ids, dtype=np.int64))
+    data = generate_sequences(("neutral",), 128, 16, seed=2_000_029, intervention_prob=0.0)
+    states = sim.generate("neutral", 128, 16, seed=2_000_029, intervention_prob=0.0, render=False)
+    slots = encode_sequences(model, data, torch.device("cpu"))
+    env = torch.from_numpy(data.env_ids)
     benefits, probs = [], []
     with torch.no_grad():
-        slots = model.encode_slots(frames, masks).float()
         for i in range(0, len(slots), 16):
             s, e = slots[i : i + 16], env[i : i + 16]
             out = model.dynamics(s, e, None)
             benefits.append(edge_benefits(model.dynamics, s, e, None, out.edges))
             probs.append(out.gate_probs[:, :-1].amax(dim=2))
     benefit, prob = torch.cat(benefits).numpy(), torch.cat(probs).numpy()
-    truth = np.asarray(batch.local_graphs, bool)[:, 1:]
+    truth = data.local_graphs[:, 1:]
     events = transition_events(
-        np.asarray(batch.states), np.asarray(batch.local_graphs), OBJECTS, sim.STATE_NAMES
+        np.asarray(states.states), data.local_graphs, OBJECTS, sim.STATE_NAMES
     ).reshape(-1)
     print(
         "| edge | benefit AUROC | gate AUROC | "

@@ -17,7 +17,9 @@ import torch
 
 from s2ssm import sim
 from s2ssm.evaluation.graph_baselines import auroc
+from s2ssm.evaluation.metrics import encode_sequences
 from s2ssm.training.checkpoint import find_checkpoint, load_model
+from s2ssm.training.data import generate_sequences
 
 OBJECTS = sim.OBJECTS
 BALL, SCORE = OBJECTS.index("ball"), OBJECTS.index("score")
@@ -28,22 +30,14 @@ EDGES["ball -> score"] = (SCORE, BALL)
 
 def features(model: torch.nn.Module, seed: int, n: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """(slot features, state features, labels) of the transitions t -> t + 1, t = 1 .. T - 2."""
-    batch = sim.generate("neutral", n, 16, seed=seed, resolution=32, intervention_prob=0.0)
-    with torch.no_grad():
-        slots = torch.cat(
-            [
-                model.encode_slots(
-                    torch.from_numpy(np.asarray(batch.frames[i : i + 256])),
-                    torch.from_numpy(np.asarray(batch.masks[i : i + 256])),
-                )
-                for i in range(0, n, 256)
-            ]
-        ).numpy()
+    data = generate_sequences(("neutral",), n, 16, seed=seed, intervention_prob=0.0)
+    slots = encode_sequences(model, data, torch.device("cpu"), 256).numpy()
+    states = sim.generate("neutral", n, 16, seed=seed, intervention_prob=0.0, render=False).states
     t = slots.shape[1] - 2
     slot_x = np.concatenate([slots[:, 1:-1].reshape(n, t, -1), slots[:, :-2].reshape(n, t, -1)], -1)
-    states = np.asarray(batch.states)
+    states = np.asarray(states)
     state_x = np.concatenate([states[:, 1:-1], states[:, :-2]], -1)
-    graphs = np.asarray(batch.local_graphs, bool)[:, 2:]
+    graphs = data.local_graphs[:, 2:]
     labels = {name: graphs[..., c, p].reshape(-1) for name, (c, p) in EDGES.items()}
     return slot_x.reshape(n * t, -1), state_x.reshape(n * t, -1), labels
 
