@@ -986,9 +986,13 @@ def test_bernoulli_edges_follow_the_gate_probability_and_pass_no_gradient() -> N
     assert open_probability_shift("bernoulli", 0.5) == 0.0
 
 
-@pytest.mark.parametrize("env_parent", [False, True])
-def test_edge_benefits_are_the_error_differences_of_single_edge_flips(env_parent: bool) -> None:
-    cfg = small_model_config(gate="bernoulli", env_parent=env_parent)
+@pytest.mark.parametrize(
+    ("env_parent", "layout"), [(False, "interleaved"), (True, "interleaved"), (True, "time_first")]
+)
+def test_edge_benefits_are_the_error_differences_of_single_edge_flips(
+    env_parent: bool, layout: str
+) -> None:
+    cfg = small_model_config(gate="bernoulli", env_parent=env_parent, layout=layout)
     model = SlotDynamics(cfg, latent_dim=D)
     torch.nn.init.normal_(model.head.weight, std=0.3)
     for block in model.blocks:
@@ -1016,6 +1020,32 @@ def test_edge_benefits_are_the_error_differences_of_single_edge_flips(env_parent
     for i, j in pairs:
         undecided[i, j] = False
     assert (benefit[..., undecided] == 0).all()
+
+
+@pytest.mark.parametrize("kind", ["ssm", "transformer"])
+def test_time_first_messages_reach_only_the_next_step(kind: str) -> None:
+    """layout "time_first": an edge of step s changes the prediction of s -> s + 1 alone, so
+    the edges of a step are its whole local graph; "interleaved": later steps change too."""
+    for layout, local in (("time_first", True), ("interleaved", False)):
+        cfg = small_model_config(kind=kind, gate="bernoulli", layout=layout, interaction_layers=2)
+        model = SlotDynamics(cfg, latent_dim=D).eval()
+        torch.nn.init.normal_(model.head.weight, std=0.3)
+        layers = 2 if layout == "time_first" else cfg.num_layers
+        assert len(model.blocks) == layers
+        assert len(model.history) == (cfg.num_layers if layout == "time_first" else 0)
+        slots = torch.randn(2, 7, K, D)
+        ids = torch.tensor([0, 1])
+        edges = torch.ones(2, 7, layers, K, K + 1, dtype=torch.bool)
+        cut = edges.clone()
+        cut[:, 3, :, 2, 0] = False  # object 0 -> object 2 at step 3 only
+        with torch.no_grad():
+            a = model(slots, ids, forced_edges=edges).pred
+            b = model(slots, ids, forced_edges=cut).pred
+        assert a.shape == (2, 7, K, D)
+        torch.testing.assert_close(a[:, :3], b[:, :3], rtol=0, atol=0)
+        assert not torch.allclose(a[:, 3, 2], b[:, 3, 2])
+        later = torch.allclose(a[:, 4:], b[:, 4:], rtol=0, atol=0)
+        assert later == local, layout
 
 
 def test_forced_edges_replace_the_sampled_ones() -> None:

@@ -107,7 +107,14 @@ class ModelConfig:
     kind: str = "ssm"
     num_objects: int = 4  # K
     d_model: int = 64
-    num_layers: int = 2  # L SlotSSM blocks
+    num_layers: int = 2  # L SlotSSM blocks (layout "time_first": L temporal blocks)
+    # "interleaved": each block is a temporal layer, then the interactions, then an MLP (the
+    # paper's), so a message at t also reaches later steps through the next block's temporal
+    # layer; "time_first": the num_layers temporal blocks first, per slot, then
+    # interaction_layers blocks of interactions only, so a message at t reaches the prediction
+    # of t + 1 alone and the edges of step t are the whole local graph (blocks docs)
+    layout: str = "interleaved"
+    interaction_layers: int = 1  # layout "time_first": interaction blocks after the history
     num_heads: int = 1  # heads of the slot cross-attention (and the temporal attention)
     d_state: int = 16
     d_conv: int = 4
@@ -254,6 +261,7 @@ _CHOICES = {
     ("model", "gate_scorer"): ("bilinear", "mlp"),
     ("model", "edge_rule"): ("logit", "open_probability"),
     ("model", "message"): ("attention", "gated_sum"),
+    ("model", "layout"): ("interleaved", "time_first"),
     ("model", "backend"): ("", "reference", "triton"),
 }
 _POSITIVE = {
@@ -266,6 +274,7 @@ _POSITIVE = {
     ("model", "num_objects"),
     ("model", "d_model"),
     ("model", "num_layers"),
+    ("model", "interaction_layers"),
     ("model", "num_heads"),
     ("model", "d_state"),
     ("model", "d_conv"),

@@ -43,7 +43,7 @@ from s2ssm.models.gates import (
 )
 from s2ssm.models.spartan import HardMaskAttention
 
-__all__ = ["CausalTimeAttention", "SlotSSMBlock"]
+__all__ = ["CausalTimeAttention", "SlotSSMBlock", "TemporalBlock"]
 
 
 class CausalTimeAttention(nn.Module):
@@ -78,23 +78,63 @@ def _kernel_modules():  # type: ignore[no-untyped-def]
     return s2nn
 
 
-class SlotSSMBlock(nn.Module):
-    """Temporal layer per slot, then gated cross-attention across slots, then an MLP (pre-norm,
-    residual). Input (B, T, K, d) object slots and (B, T, d) environment tokens."""
+def _temporal_layer(cfg: ModelConfig) -> nn.Module:
+    """The layer that mixes one slot's sequence over time: Mamba, or causal time attention."""
+    if cfg.kind == "ssm":
+        return _kernel_modules().Mamba(  # type: ignore[no-any-return]
+            cfg.d_model,
+            d_state=cfg.d_state,
+            d_conv=cfg.d_conv,
+            expand=cfg.expand,
+            backend=cfg.backend or None,
+        )
+    return CausalTimeAttention(cfg.d_model, cfg.num_heads, cfg.max_len)
+
+
+def _mlp(cfg: ModelConfig) -> nn.Sequential:
+    d = cfg.d_model
+    return nn.Sequential(
+        nn.Linear(d, cfg.mlp_ratio * d), nn.GELU(), nn.Linear(cfg.mlp_ratio * d, d)
+    )
+
+
+def _over_time(temporal: nn.Module, norm: nn.Module, x: Tensor) -> Tensor:
+    """Every slot's sequence of (B, T, K, d) through ``temporal``, independently (residual)."""
+    b, t, k, d = x.shape
+    seq = x.transpose(1, 2).reshape(b * k, t, d)
+    seq = seq + temporal(norm(seq))
+    return seq.view(b, k, t, d).transpose(1, 2)
+
+
+class TemporalBlock(nn.Module):
+    """A temporal layer per slot, then an MLP (pre-norm, residual), no interaction: the history
+    blocks of ``model.layout = "time_first"``. (B, T, K, d) -> same shape."""
 
     def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.norm_time = nn.LayerNorm(cfg.d_model)
+        self.temporal = _temporal_layer(cfg)
+        self.norm_mlp = nn.LayerNorm(cfg.d_model)
+        self.mlp = _mlp(cfg)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = _over_time(self.temporal, self.norm_time, x)
+        return x + self.mlp(self.norm_mlp(x))  # type: ignore[no-any-return]
+
+
+class SlotSSMBlock(nn.Module):
+    """Temporal layer per slot, then gated cross-attention across slots, then an MLP (pre-norm,
+    residual). Input (B, T, K, d) object slots and (B, T, d) environment tokens. With
+    ``temporal=False`` (the interaction blocks of ``model.layout = "time_first"``) there is no
+    temporal layer: each step's slots interact with that step's slots alone."""
+
+    def __init__(self, cfg: ModelConfig, temporal: bool = True) -> None:
         super().__init__()
         s2nn = _kernel_modules()
         d, k = cfg.d_model, cfg.num_objects
         backend = cfg.backend or None
-        self.norm_time = nn.LayerNorm(d)
-        self.temporal: nn.Module
-        if cfg.kind == "ssm":
-            self.temporal = s2nn.Mamba(
-                d, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, backend=backend
-            )
-        else:
-            self.temporal = CausalTimeAttention(d, cfg.num_heads, cfg.max_len)
+        self.norm_time = nn.LayerNorm(d) if temporal else None
+        self.temporal = _temporal_layer(cfg) if temporal else None
         self.norm_query = nn.LayerNorm(d)
         self.norm_key = nn.LayerNorm(d)
         self.gate: EdgeGate | MLPEdgeGate | None
@@ -119,9 +159,7 @@ class SlotSSMBlock(nn.Module):
         # fight edges that carry no information.
         self.message_bias = nn.Parameter(torch.zeros(k, d))
         self.norm_mlp = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(
-            nn.Linear(d, cfg.mlp_ratio * d), nn.GELU(), nn.Linear(cfg.mlp_ratio * d, d)
-        )
+        self.mlp = _mlp(cfg)
         self.gate_mode = cfg.gate
         self.gate_gradient = cfg.gate_gradient
         self.temperature = cfg.gate_temperature
@@ -151,10 +189,8 @@ class SlotSSMBlock(nn.Module):
         K, K + 1) bool, if given, are the edges to use instead of sampling them (the
         counterfactual passes of :mod:`s2ssm.models.counterfactual`)."""
         b, t, k, d = x.shape
-        # Free evolution: every slot's sequence through the same temporal layer, independently.
-        seq = x.transpose(1, 2).reshape(b * k, t, d)
-        seq = seq + self.temporal(self.norm_time(seq))
-        x = seq.view(b, k, t, d).transpose(1, 2)
+        if self.temporal is not None and self.norm_time is not None:  # each slot's history
+            x = _over_time(self.temporal, self.norm_time, x)
         # Interactions: at each step, object slots attend to object slots + the environment slot.
         children = self.norm_query(x).reshape(b * t, k, d)
         parents = self.norm_key(torch.cat([x, env.unsqueeze(2)], dim=2)).reshape(b * t, k + 1, d)

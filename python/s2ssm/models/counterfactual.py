@@ -55,7 +55,13 @@ def edge_benefits(
     ``benefit[b, t, i, j]`` = error of transition t with edge ij closed in every layer minus
     the error with it open, all other edges as in ``edges``; zero for the edges no gate
     decides (self, and the environment unless ``model.env_parent``). Runs 2 x |edges| passes
-    of B sequences in one batch.
+    of B sequences in one batch (of the interaction blocks alone with ``model.layout =
+    "time_first"``, whose history no edge changes).
+
+    The edge is toggled at every step at once. With ``layout = "time_first"`` transition t's
+    error depends on the edges of step t alone, so ``benefit[:, t]`` is exactly that step's;
+    with ``"interleaved"`` it also holds what the message of earlier steps carried forward
+    through the next block's temporal layer (docs/results.md, "Where the locality is lost").
     """
     b, t, _, k, n = edges.shape
     pairs = candidate_edges(k, dynamics.cfg.env_parent)
@@ -70,9 +76,12 @@ def edge_benefits(
 
     many = repeat(slots)
     assert many is not None
-    out = dynamics(
-        many, repeat(env_ids), repeat(interventions), forced_edges=variants.flatten(0, 1)
-    )
+    forced = variants.flatten(0, 1)
+    if dynamics.cfg.layout == "time_first":  # the history depends on no edge: run it once
+        history = dynamics.encode_history(slots).repeat_interleave(m, dim=0)
+        out = dynamics.interact(history, many, repeat(env_ids), repeat(interventions), None, forced)
+    else:
+        out = dynamics(many, repeat(env_ids), repeat(interventions), forced_edges=forced)
     err = (out.pred[:, :-1].float() - many[:, 1:].float()).pow(2).mean(dim=(-2, -1))
     err = err.view(b, len(pairs), 2, t - 1)
     gain = err[:, :, 1] - err[:, :, 0]  # closed - open: (B, E, T - 1)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from s2ssm.config import Config, ModelConfig
 from s2ssm.errors import InvalidInputError
-from s2ssm.models.blocks import SlotSSMBlock
+from s2ssm.models.blocks import SlotSSMBlock, TemporalBlock
 from s2ssm.models.causal_graph import local_edge_scores, local_graph_from_edges
 from s2ssm.models.environment import EnvironmentSlot
 from s2ssm.models.gates import open_probability_shift
@@ -68,7 +68,15 @@ class SlotDynamics(nn.Module):
         self.embed = nn.Linear(latent_dim, cfg.d_model)
         self.object_id = nn.Parameter(torch.randn(cfg.num_objects, cfg.d_model) * 0.02)
         self.env_slot = EnvironmentSlot(cfg)
-        self.blocks = nn.ModuleList(SlotSSMBlock(cfg) for _ in range(cfg.num_layers))
+        # layout "time_first": the history (temporal blocks), then interactions within a step
+        time_first = cfg.layout == "time_first"
+        self.history = nn.ModuleList(
+            TemporalBlock(cfg) for _ in range(cfg.num_layers if time_first else 0)
+        )
+        self.blocks = nn.ModuleList(
+            SlotSSMBlock(cfg, temporal=not time_first)
+            for _ in range(cfg.interaction_layers if time_first else cfg.num_layers)
+        )
         self.norm_out = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, latent_dim)
         nn.init.zeros_(self.head.weight)  # start from "nothing moves": pred = current slot
@@ -94,8 +102,30 @@ class SlotDynamics(nn.Module):
                 f"slots must be (B, T, {self.cfg.num_objects}, {self.latent_dim}), got "
                 f"{tuple(slots.shape)}"
             )
-        b, t = slots.shape[:2]
+        return self.interact(
+            self.encode_history(slots), slots, env_ids, interventions, env_code, forced_edges
+        )
+
+    def encode_history(self, slots: Tensor) -> Tensor:
+        """(B, T, K, D) slots -> (B, T, K, d_model): the embedded slots through the history
+        blocks (layout "time_first"; the embedding alone otherwise). Depends on no edge."""
         x = self.embed(slots) + self.object_id
+        for block in self.history:
+            x = block(x)
+        return x  # type: ignore[no-any-return]
+
+    def interact(
+        self,
+        x: Tensor,
+        slots: Tensor,
+        env_ids: Tensor | None,
+        interventions: Tensor | None = None,
+        env_code: Tensor | None = None,
+        forced_edges: Tensor | None = None,
+    ) -> DynamicsOutput:
+        """The blocks and the head on :meth:`encode_history`'s ``x`` of ``slots``: the rest of
+        :meth:`forward`."""
+        b, t = slots.shape[:2]
         env = self.env_slot(env_ids, b, t, interventions, env_code).to(x.dtype)
         logits, edges = [], []
         drift = slots.new_zeros((), dtype=torch.float32)
