@@ -986,6 +986,26 @@ def test_bernoulli_edges_follow_the_gate_probability_and_pass_no_gradient() -> N
     assert open_probability_shift("bernoulli", 0.5) == 0.0
 
 
+@pytest.mark.parametrize(("explore", "closed"), [(0.2, 0.0), (0.0, 0.3), (0.1, 0.2)])
+def test_bernoulli_exploration_keeps_both_arms_of_every_edge(explore: float, closed: float) -> None:
+    logits = torch.tensor([-40.0, 0.0, 40.0]).repeat(20_000, 1)
+    _, edges, _ = sample_edges(
+        logits,
+        mode="bernoulli",
+        temperature=0.5,
+        training=True,
+        threshold=0.5,
+        explore=explore,
+        explore_closed=closed,
+    )
+    share = edges.float().mean(0)
+    expected = torch.tensor([explore, explore + (1 - explore - closed) / 2, 1 - closed])
+    assert torch.allclose(share, expected, atol=0.015)
+    cfg = Config()
+    with pytest.raises(InvalidInputError, match="gate_explore_closed"):
+        apply_overrides(cfg, ["model.gate_explore=0.6", "model.gate_explore_closed=0.5"])
+
+
 @pytest.mark.parametrize(
     ("env_parent", "layout"), [(False, "interleaved"), (True, "interleaved"), (True, "time_first")]
 )

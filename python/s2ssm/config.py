@@ -133,6 +133,10 @@ class ModelConfig:
     # gate = "bernoulli": training edges are open with probability explore + (1 - explore) p,
     # so that every message keeps being learnt where its gate is closed (model docs)
     gate_explore: float = 0.0
+    # gate = "bernoulli": and closed with probability at least explore_closed (open with
+    # explore + (1 - explore - explore_closed) p), so that the prediction without each parent,
+    # the closed arm of every counterfactual benefit, keeps being learnt where the gate is open
+    gate_explore_closed: float = 0.0
     gate_gradient: str = "mask"  # straight-through backward: "mask" or "message" (model docs)
     gate_temperature: float = 0.5
     gate_init_bias: float = 3.0  # initial gate logit: edges start open (p = sigmoid(3) = 0.95)
@@ -302,6 +306,7 @@ _POSITIVE = {
 
 _UNIT_INTERVAL = {  # [0, 1]
     ("model", "gate_explore"),
+    ("model", "gate_explore_closed"),
     ("data", "intervention_prob"),
     ("eval", "intervention_prob"),
     ("optim", "min_lr_ratio"),
@@ -394,6 +399,11 @@ def validate(config: Config) -> None:
         raise InvalidInputError(
             f"model.gate_init_bias ({model.gate_init_bias}) must lie inside "
             f"+-model.gate_logit_bound ({model.gate_logit_bound}), or set the bound to 0"
+        )
+    if model.gate_explore + model.gate_explore_closed > 1.0:
+        raise InvalidInputError(
+            f"model.gate_explore + model.gate_explore_closed must be <= 1, got "
+            f"{model.gate_explore} + {model.gate_explore_closed}"
         )
     if model.message == "gated_sum" and model.gate != "hard_concrete":
         raise InvalidInputError(

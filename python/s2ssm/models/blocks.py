@@ -166,6 +166,7 @@ class SlotSSMBlock(nn.Module):
         self.threshold = cfg.edge_threshold
         self.clip_gradient = cfg.gate_clip_gradient
         self.explore = cfg.gate_explore
+        self.explore_closed = cfg.gate_explore_closed
         # "open_probability": an evaluation edge is one open in most training samples
         self.eval_shift = (
             open_probability_shift(cfg.gate, cfg.gate_temperature)
@@ -214,6 +215,7 @@ class SlotSSMBlock(nn.Module):
             clip_gradient=self.clip_gradient,
             eval_shift=self.eval_shift,
             explore=self.explore,
+            explore_closed=self.explore_closed,
         )
         if forced_edges is not None:
             edges = forced_edges.reshape(b * t, k, k + 1)

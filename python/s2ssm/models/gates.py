@@ -168,6 +168,7 @@ def sample_edges(
     clip_gradient: bool = False,
     eval_shift: float = 0.0,
     explore: float = 0.0,
+    explore_closed: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Edges from gate logits: returns (additive log-mask, binary edges, message gate), the first
     two shaped as logits, the gate None unless the attention must scale each edge's message
@@ -190,8 +191,8 @@ def sample_edges(
       With ``clip_gradient`` the clip passes the gradient straight through (the value is the
       clipped gate, the gradient that of the unclipped one): a gate clipped at 1 still learns
       what its message is worth (a closed gate's message is masked out either way).
-    * ``mode="bernoulli"``: edges ~ Bernoulli(explore + (1 - explore) sigmoid(z)), mask 0 /
-      ``NEG_MASK``, no gradient at all: the gates learn from
+    * ``mode="bernoulli"``: edges ~ Bernoulli(explore + (1 - explore - explore_closed)
+      sigmoid(z)), mask 0 / ``NEG_MASK``, no gradient at all: the gates learn from
       :mod:`s2ssm.models.counterfactual` instead.
 
     Evaluation (``training=False``): edges = ``sigmoid(z + eval_shift) > threshold``,
@@ -211,7 +212,8 @@ def sample_edges(
         mask = torch.where(edges, 0.0, NEG_MASK).to(logits.dtype)
         return mask, edges, None
     if mode == "bernoulli":
-        edges = torch.rand_like(logits) < explore + (1.0 - explore) * torch.sigmoid(logits)
+        share = 1.0 - explore - explore_closed
+        edges = torch.rand_like(logits) < explore + share * torch.sigmoid(logits)
         return torch.where(edges, 0.0, NEG_MASK).to(logits.dtype), edges, None
     u = torch.rand_like(logits).clamp(1e-6, 1.0 - 1e-6)
     y = (logits + torch.log(u) - torch.log1p(-u)) / temperature
