@@ -1042,6 +1042,45 @@ def test_edge_benefits_are_the_error_differences_of_single_edge_flips(
     assert (benefit[..., undecided] == 0).all()
 
 
+def test_resampled_benefits_replace_one_parent_by_a_random_draw_of_it() -> None:
+    cfg = small_model_config(gate="bernoulli", layout="time_first", benefit="resampled")
+    model = SlotDynamics(cfg, latent_dim=D)
+    torch.nn.init.normal_(model.head.weight, std=0.3)
+    for block in model.blocks:
+        torch.nn.init.normal_(block.gate.bias, std=2.0)
+    slots = torch.randn(3, 6, K, D)
+    env = torch.tensor([0, 2, 5])
+    out = model(slots, env)
+    torch.manual_seed(7)
+    benefit = edge_benefits(model, slots, env, None, out.edges)
+    torch.manual_seed(7)
+    expected = torch.zeros_like(benefit)
+    with torch.no_grad():
+        history = model.encode_history(slots)
+        pairs = candidate_edges(K, env_parent=True)
+        draws = [torch.randperm(3 * 6) if j < K else None for _, j in pairs]  # the same order
+        for (i, j), draw in zip(pairs, draws, strict=True):  # written out
+            edges = out.edges.clone()
+            edges[:, :, :, i, j] = True
+            moved = history.clone()
+            if j == K:  # the environment: closed instead
+                other = edges.clone()
+                other[:, :, :, i, j] = False
+            else:
+                assert draw is not None
+                other = edges
+                moved[:, :, j] = history[:, :, j].reshape(3 * 6, -1)[draw].view(3, 6, -1)
+            errors = []
+            for x, e in ((history, edges), (moved, other)):
+                pred = model.interact(x, slots, env, forced_edges=e).pred
+                errors.append(((pred[:, :-1, i] - slots[:, 1:, i]) ** 2).sum(-1) / (K * D))
+            expected[:, :, i, j] = errors[1] - errors[0]
+    torch.testing.assert_close(benefit, expected, rtol=1e-5, atol=1e-7)
+    assert benefit[..., :K].abs().sum() > 0
+    with pytest.raises(InvalidInputError, match="benefit = 'resampled'"):
+        apply_overrides(Config(), ["model.gate='bernoulli'", "model.benefit='resampled'"])
+
+
 @pytest.mark.parametrize("kind", ["ssm", "transformer"])
 def test_time_first_messages_reach_only_the_next_step(kind: str) -> None:
     """layout "time_first": an edge of step s changes the prediction of s -> s + 1 alone, so

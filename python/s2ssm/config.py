@@ -137,6 +137,12 @@ class ModelConfig:
     # explore + (1 - explore - explore_closed) p), so that the prediction without each parent,
     # the closed arm of every counterfactual benefit, keeps being learnt where the gate is open
     gate_explore_closed: float = 0.0
+    # gate = "bernoulli": what an edge's benefit compares its parent with. "closed": the
+    # prediction without the parent (its information, the exact derivative of the expected
+    # error); "resampled": the parent's state drawn at random from the batch, the edge open
+    # (its interventional effect; layout "time_first" with one interaction block;
+    # s2ssm.models.counterfactual)
+    benefit: str = "closed"
     gate_gradient: str = "mask"  # straight-through backward: "mask" or "message" (model docs)
     gate_temperature: float = 0.5
     gate_init_bias: float = 3.0  # initial gate logit: edges start open (p = sigmoid(3) = 0.95)
@@ -266,6 +272,7 @@ _CHOICES = {
     ("model", "edge_rule"): ("logit", "open_probability"),
     ("model", "message"): ("attention", "gated_sum"),
     ("model", "layout"): ("interleaved", "time_first"),
+    ("model", "benefit"): ("closed", "resampled"),
     ("model", "backend"): ("", "reference", "triton"),
 }
 _POSITIVE = {
@@ -399,6 +406,15 @@ def validate(config: Config) -> None:
         raise InvalidInputError(
             f"model.gate_init_bias ({model.gate_init_bias}) must lie inside "
             f"+-model.gate_logit_bound ({model.gate_logit_bound}), or set the bound to 0"
+        )
+    if model.benefit == "resampled" and (
+        model.gate != "bernoulli" or model.layout != "time_first" or model.interaction_layers != 1
+    ):
+        raise InvalidInputError(
+            "model.benefit = 'resampled' needs model.gate = 'bernoulli', model.layout = "
+            "'time_first' and model.interaction_layers = 1 (a parent's state at step t then "
+            f"reaches its child's prediction of t + 1 alone), got {model.gate!r}, "
+            f"{model.layout!r} and {model.interaction_layers}"
         )
     if model.gate_explore + model.gate_explore_closed > 1.0:
         raise InvalidInputError(

@@ -66,6 +66,8 @@ def edge_benefits(
     b, t, _, k, n = edges.shape
     pairs = candidate_edges(k, dynamics.cfg.env_parent)
     m = 2 * len(pairs)
+    if dynamics.cfg.benefit == "resampled":
+        return _resampled_benefits(dynamics, slots, env_ids, interventions, edges, pairs)
     variants = edges.unsqueeze(1).repeat(1, m, 1, 1, 1, 1)  # (B, 2E, T, L, K, K + 1)
     for v, (i, j) in enumerate(pairs):
         variants[:, 2 * v, :, :, i, j] = True
@@ -88,4 +90,50 @@ def edge_benefits(
     benefit = torch.zeros(b, t - 1, k, n, device=slots.device)
     for v, (i, j) in enumerate(pairs):
         benefit[:, :, i, j] = gain[:, v]
+    return benefit
+
+
+def _resampled_benefits(
+    dynamics: SlotDynamics,
+    slots: Tensor,
+    env_ids: Tensor | None,
+    interventions: Tensor | None,
+    edges: Tensor,
+    pairs: list[tuple[int, int]],
+) -> Tensor:
+    """``model.benefit = "resampled"`` (layout "time_first", one interaction block): with edge
+    ij open in both passes, child i's error when parent j's state is replaced by the state of
+    parent j at a random other position of the batch, minus its error with j's own state. An
+    environment parent is closed instead (it has no marginal to draw from)."""
+    b, t, _, k, n = edges.shape
+    m = 2 * len(pairs)
+    variants = edges.unsqueeze(1).repeat(1, m, 1, 1, 1, 1)  # (B, 2E, T, L, K, K + 1)
+    history = dynamics.encode_history(slots)  # (B, T, K, d)
+    many = history.unsqueeze(1).repeat(1, m, 1, 1, 1)  # (B, 2E, T, K, d)
+    for v, (i, j) in enumerate(pairs):
+        variants[:, 2 * v, :, :, i, j] = True
+        if j == k:  # the environment: closed
+            variants[:, 2 * v + 1, :, :, i, j] = False
+            continue
+        variants[:, 2 * v + 1, :, :, i, j] = True
+        draw = torch.randperm(b * t, device=slots.device)
+        many[:, 2 * v + 1, :, j] = history[:, :, j].reshape(b * t, -1)[draw].view(b, t, -1)
+
+    def repeat(x: Tensor | None) -> Tensor | None:
+        return None if x is None else x.repeat_interleave(m, dim=0)
+
+    target = repeat(slots)
+    assert target is not None
+    out = dynamics.interact(
+        many.flatten(0, 1), target, repeat(env_ids), repeat(interventions), None,
+        variants.flatten(0, 1),
+    )  # fmt: skip
+    # per child, in the unit of the batch MSE: its squared error summed over D, / (K x D)
+    err = (out.pred[:, :-1].float() - target[:, 1:].float()).pow(2).sum(dim=-1) / (
+        k * slots.shape[-1]
+    )
+    err = err.view(b, len(pairs), 2, t - 1, k)
+    benefit = torch.zeros(b, t - 1, k, n, device=slots.device)
+    for v, (i, j) in enumerate(pairs):
+        benefit[:, :, i, j] = err[:, v, 1, :, i] - err[:, v, 0, :, i]
     return benefit
