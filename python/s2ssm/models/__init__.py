@@ -71,6 +71,19 @@ because none beat the best constant graph or the defaults there:
 * ``model.gate_learn_bias = false``: the per-edge bias held at its start, so that only the
   state-dependent score can close a gate. Paddle -> ball stays closed; with the MLP scorer
   worse on average over four seeds, and ball -> score shut.
+* ``model.layout = "time_first"``: the temporal blocks first, then interactions within a
+  step, so a message of step t reaches the prediction of t -> t + 1 alone (in the paper's
+  interleaved layout it also reaches later steps through the next block's temporal layer,
+  and the benefit of a transition holds what earlier steps carried). With λ capped
+  (``sparsity.lambda_max = 1e-4``) ball -> score becomes local (AUROC 0.99, open on 53-77 % of
+  the points), and at ``model.d_model = 64`` paddle -> ball ranks at AUROC 0.94-0.96 and opens
+  on 92-100 % of the collisions. It also opens on 9-13 % of the other transitions (near
+  misses), so it is still worse than the best constant graph, over two seeds; it trains about
+  twice as fast.
+* ``model.gate_explore_closed`` (every edge sometimes closed, so that the prediction without
+  a parent keeps being learnt) and ``model.benefit = "resampled"`` (the parent's state
+  replaced by a random draw of it, its interventional effect rather than its information):
+  neither cuts the near misses.
 * λ: ``sparsity.rule = "exponential"`` (the paper's multiplicative rule) with
   ``sparsity.plateau_window`` (stop once the edge density plateaus) over-prunes;
   ``sparsity.target_run`` (τ = the dense model's converged error) prunes too little within
@@ -85,7 +98,9 @@ gates the slots are not the limit (a supervised probe on the slots at t - 1 and 
 collisions and points at AUROC 0.99, ``scripts/locality_probe.py``) but the training signal
 is: the counterfactual benefit ranks collisions at AUROC 0.77-0.82 and points not at all,
 because the dynamics predict neither well (``scripts/benefit_locality.py``; ``docs/results.md``,
-"Where the locality is lost").
+"Where the locality is lost"). With local messages (``layout = "time_first"``) and a wider
+model both become separable, and what remains is the near miss, where the paddle's position
+is informative although the paddle causes nothing (``docs/results.md``, "Local messages").
 """
 
 from __future__ import annotations
