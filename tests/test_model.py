@@ -17,6 +17,7 @@ from s2ssm.errors import InvalidInputError, InvalidTypeError
 from s2ssm.models import (
     NEG_MASK,
     S2SSM,
+    DynamicsOutput,
     EdgeGate,
     LambdaSchedule,
     MLPEdgeGate,
@@ -1006,20 +1007,26 @@ def test_bernoulli_exploration_keeps_both_arms_of_every_edge(explore: float, clo
         apply_overrides(cfg, ["model.gate_explore=0.6", "model.gate_explore_closed=0.5"])
 
 
+def _benefit_setup(
+    **overrides: object,
+) -> tuple[SlotDynamics, torch.Tensor, torch.Tensor, DynamicsOutput]:
+    """A Bernoulli-gated model with spread gate biases, random slots and its training pass."""
+    model = SlotDynamics(small_model_config(gate="bernoulli", **overrides), latent_dim=D)
+    torch.nn.init.normal_(model.head.weight, std=0.3)
+    for block in model.blocks:
+        torch.nn.init.normal_(block.gate.bias, std=2.0)
+    slots = torch.randn(3, 6, K, D)
+    env = torch.tensor([0, 2, 5])
+    return model, slots, env, model(slots, env)
+
+
 @pytest.mark.parametrize(
     ("env_parent", "layout"), [(False, "interleaved"), (True, "interleaved"), (True, "time_first")]
 )
 def test_edge_benefits_are_the_error_differences_of_single_edge_flips(
     env_parent: bool, layout: str
 ) -> None:
-    cfg = small_model_config(gate="bernoulli", env_parent=env_parent, layout=layout)
-    model = SlotDynamics(cfg, latent_dim=D)
-    torch.nn.init.normal_(model.head.weight, std=0.3)
-    for block in model.blocks:
-        torch.nn.init.normal_(block.gate.bias, std=2.0)
-    slots = torch.randn(3, 6, K, D)
-    env = torch.tensor([0, 2, 5])
-    out = model(slots, env)
+    model, slots, env, out = _benefit_setup(env_parent=env_parent, layout=layout)
     benefit = edge_benefits(model, slots, env, None, out.edges)
     assert benefit.shape == (3, 5, K, K + 1)
     pairs = candidate_edges(K, env_parent)
@@ -1043,14 +1050,7 @@ def test_edge_benefits_are_the_error_differences_of_single_edge_flips(
 
 
 def test_resampled_benefits_replace_one_parent_by_a_random_draw_of_it() -> None:
-    cfg = small_model_config(gate="bernoulli", layout="time_first", benefit="resampled")
-    model = SlotDynamics(cfg, latent_dim=D)
-    torch.nn.init.normal_(model.head.weight, std=0.3)
-    for block in model.blocks:
-        torch.nn.init.normal_(block.gate.bias, std=2.0)
-    slots = torch.randn(3, 6, K, D)
-    env = torch.tensor([0, 2, 5])
-    out = model(slots, env)
+    model, slots, env, out = _benefit_setup(layout="time_first", benefit="resampled")
     torch.manual_seed(7)
     benefit = edge_benefits(model, slots, env, None, out.edges)
     torch.manual_seed(7)

@@ -40,6 +40,11 @@ def candidate_edges(num_objects: int, env_parent: bool) -> list[tuple[int, int]]
     return [(i, j) for i in range(num_objects) for j in range(parents) if i != j]
 
 
+def _repeat(x: Tensor | None, m: int) -> Tensor | None:
+    """Each sequence of ``x`` m times in a row (the variants of one sequence side by side)."""
+    return None if x is None else x.repeat_interleave(m, dim=0)
+
+
 @torch.no_grad()
 def edge_benefits(
     dynamics: SlotDynamics,
@@ -73,17 +78,16 @@ def edge_benefits(
         variants[:, 2 * v, :, :, i, j] = True
         variants[:, 2 * v + 1, :, :, i, j] = False
 
-    def repeat(x: Tensor | None) -> Tensor | None:
-        return None if x is None else x.repeat_interleave(m, dim=0)
-
-    many = repeat(slots)
+    many = _repeat(slots, m)
     assert many is not None
     forced = variants.flatten(0, 1)
     if dynamics.cfg.layout == "time_first":  # the history depends on no edge: run it once
         history = dynamics.encode_history(slots).repeat_interleave(m, dim=0)
-        out = dynamics.interact(history, many, repeat(env_ids), repeat(interventions), None, forced)
+        out = dynamics.interact(
+            history, many, _repeat(env_ids, m), _repeat(interventions, m), None, forced
+        )
     else:
-        out = dynamics(many, repeat(env_ids), repeat(interventions), forced_edges=forced)
+        out = dynamics(many, _repeat(env_ids, m), _repeat(interventions, m), forced_edges=forced)
     err = (out.pred[:, :-1].float() - many[:, 1:].float()).pow(2).mean(dim=(-2, -1))
     err = err.view(b, len(pairs), 2, t - 1)
     gain = err[:, :, 1] - err[:, :, 0]  # closed - open: (B, E, T - 1)
@@ -119,13 +123,10 @@ def _resampled_benefits(
         draw = torch.randperm(b * t, device=slots.device)
         many[:, 2 * v + 1, :, j] = history[:, :, j].reshape(b * t, -1)[draw].view(b, t, -1)
 
-    def repeat(x: Tensor | None) -> Tensor | None:
-        return None if x is None else x.repeat_interleave(m, dim=0)
-
-    target = repeat(slots)
+    target = _repeat(slots, m)
     assert target is not None
     out = dynamics.interact(
-        many.flatten(0, 1), target, repeat(env_ids), repeat(interventions), None,
+        many.flatten(0, 1), target, _repeat(env_ids, m), _repeat(interventions, m), None,
         variants.flatten(0, 1),
     )  # fmt: skip
     # per child, in the unit of the batch MSE: its squared error summed over D, / (K x D)
