@@ -82,7 +82,8 @@ def edge_benefits(
     assert many is not None
     forced = variants.flatten(0, 1)
     if dynamics.cfg.layout == "time_first":  # the history depends on no edge: run it once
-        history = dynamics.encode_history(slots).repeat_interleave(m, dim=0)
+        history = _repeat(dynamics.encode_history(slots), m)
+        assert history is not None
         out = dynamics.interact(
             history, many, _repeat(env_ids, m), _repeat(interventions, m), None, forced
         )
@@ -107,7 +108,8 @@ def _resampled_benefits(
 ) -> Tensor:
     """``model.benefit = "resampled"`` (layout "time_first", one interaction block): with edge
     ij open in both passes, child i's error when parent j's state is replaced by the state of
-    parent j at a random other position of the batch, minus its error with j's own state. An
+    parent j at a random position of the batch (a random
+    permutation of its positions), minus its error with j's own state. An
     environment parent is closed instead (it has no marginal to draw from)."""
     b, t, _, k, n = edges.shape
     m = 2 * len(pairs)
