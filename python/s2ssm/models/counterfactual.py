@@ -108,9 +108,9 @@ def _resampled_benefits(
 ) -> Tensor:
     """``model.benefit = "resampled"`` (layout "time_first", one interaction block): with edge
     ij open in both passes, child i's error when parent j's state is replaced by the state of
-    parent j at a random position of the batch (a random
-    permutation of its positions), minus its error with j's own state. An
-    environment parent is closed instead (it has no marginal to draw from)."""
+    parent j at a random position of the batch (a random permutation of its positions), minus
+    its error with j's own state. An environment parent is closed instead (it has no marginal
+    to draw from)."""
     b, t, _, k, n = edges.shape
     m = 2 * len(pairs)
     variants = edges.unsqueeze(1).repeat(1, m, 1, 1, 1, 1)  # (B, 2E, T, L, K, K + 1)
