@@ -52,9 +52,23 @@ so a low λ opens paddle -> ball there too), not the gradient. The hard concrete
 default of :class:`~s2ssm.config.ModelConfig` and of the ``--quick`` protocol, whose tables were
 measured with it.
 
+``configs/small_cpu.toml`` also sets ``model.layout = "time_first"``: the temporal blocks run
+per slot first, then one block of interactions within the step, so a message of step t reaches
+the prediction of t -> t + 1 alone. In the paper's interleaved layout it also reaches later
+steps through the next block's temporal layer, and the benefit of a transition holds what
+earlier steps carried. With ``model.d_model = 64`` and ``sparsity.lambda_max = 2e-4`` (uncapped,
+λ keeps rising after the warm-up and shuts ball -> paddles) paddle -> ball ranks at AUROC
+0.95-0.97 on the validation split over seeds 0-3, against 0.87-0.97, and the mean local SHD is
+0.272 against 0.554 for the interleaved d = 32 default before it. On the README's test split
+(five seeds): 0.189-0.302, still 2.7-4.3x the best constant graph. The counterfactual passes
+skip the history, which no edge changes: a d = 64 run trains in 239-249 s beside another run,
+where the interleaved d = 32 one took 578-731 s (in the earlier environment). At d = 32 and
+λ ≤ 1e-4 ball -> score is local (AUROC 0.99, open on 53-77 % of the points); at d = 64 it
+ranks the points but stays shut on them.
+
 Options measured for locality on the validation split of the first experiment
-(``docs/results.md``, "Gate options" and "What else was tried"), none of them the default
-because none beat the best constant graph or the defaults there:
+(``docs/results.md``, "Gate options", "What else was tried" and "Local messages"), none of
+them the default because none beat the best constant graph or the defaults there:
 
 * ``model.gate_scorer = "mlp"``: an MLP over (x_i, y_j, x_i - y_j) instead of one inner product,
   enough capacity for "the ball is about to hit this paddle". Worse: it shuts ball -> paddles
@@ -71,16 +85,6 @@ because none beat the best constant graph or the defaults there:
 * ``model.gate_learn_bias = false``: the per-edge bias held at its start, so that only the
   state-dependent score can close a gate. Paddle -> ball stays closed; with the MLP scorer
   worse on average over four seeds, and ball -> score shut.
-* ``model.layout = "time_first"``: the temporal blocks first, then interactions within a
-  step, so a message of step t reaches the prediction of t -> t + 1 alone (in the paper's
-  interleaved layout it also reaches later steps through the next block's temporal layer,
-  and the benefit of a transition holds what earlier steps carried). With λ capped
-  (``sparsity.lambda_max = 1e-4``) ball -> score becomes local (AUROC 0.99, open on 53-77 % of
-  the points). At ``model.d_model = 64`` with ``sparsity.lambda_max = 2e-4`` (seeds 0-3)
-  paddle -> ball ranks at AUROC 0.95-0.97 and opens on 80-100 % of the collisions, but also on
-  5-11 % of the other transitions (near misses): mean local SHD 0.272 against the default's
-  0.554, still worse than the best constant graph's 0.072. Ball -> score then shuts on the
-  points. At d_model 32 it trains about twice as fast with the Bernoulli gates.
 * ``model.gate_explore_closed`` (every edge sometimes closed, so that the prediction without
   a parent keeps being learnt) and ``model.benefit = "resampled"`` (the parent's state
   replaced by a random draw of it, its interventional effect rather than its information):
@@ -100,8 +104,11 @@ collisions and points at AUROC 0.99, ``scripts/locality_probe.py``) but the trai
 is: the counterfactual benefit ranks collisions at AUROC 0.77-0.82 and points not at all,
 because the dynamics predict neither well (``scripts/benefit_locality.py``; ``docs/results.md``,
 "Where the locality is lost"). With local messages (``layout = "time_first"``) and a wider
-model both become separable, and what remains is the near miss, where the paddle's position
-is informative although the paddle causes nothing (``docs/results.md``, "Local messages").
+model both become separable, and what remains is where the paddle's position is informative
+although the paddle causes nothing: the transitions near a paddle (false opens on 22-47 % of
+them) and the points, where the ball is reset to the centre and takes every parent's message
+on most of them in 4 of 5 seeds (``scripts/false_opens.py``; ``docs/results.md``, "The first
+experiment at d = 64, time_first"): no model predicts the reset or the score's change well.
 """
 
 from __future__ import annotations
