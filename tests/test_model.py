@@ -1007,6 +1007,33 @@ def test_bernoulli_exploration_keeps_both_arms_of_every_edge(explore: float, clo
         apply_overrides(cfg, ["model.gate_explore=0.6", "model.gate_explore_closed=0.5"])
 
 
+@pytest.mark.parametrize(("explore", "closed"), [(0.0, 0.0), (0.1, 0.2)])
+def test_threshold_draws_open_the_evaluation_edges_up_to_exploration(
+    explore: float, closed: float
+) -> None:
+    # p = 0, 0.475, 0.525, 0.574, 1: open at threshold 0.5 from the third, at 0.56 from the fourth
+    logits = torch.tensor([-40.0, -0.1, 0.1, 0.3, 40.0]).repeat(20_000, 1)
+    for threshold in (0.5, 0.56):
+        _, edges, _ = sample_edges(
+            logits,
+            mode="bernoulli",
+            temperature=0.5,
+            training=True,
+            threshold=threshold,
+            explore=explore,
+            explore_closed=closed,
+            draw="threshold",
+        )
+        shut = torch.tensor([1.0, 1.0, threshold > 0.525, 0.0, 0.0])
+        expected = shut * explore + (1 - shut) * (1 - closed)
+        assert torch.allclose(edges.float().mean(0), expected, atol=0.012)
+    with pytest.raises(InvalidInputError, match="draw must be"):
+        sample_edges(logits, mode="bernoulli", temperature=0.5, training=True, threshold=0.5,
+                     draw="map")  # fmt: skip
+    with pytest.raises(InvalidInputError, match="gate_draw"):
+        apply_overrides(Config(), ["model.gate_draw=map"])
+
+
 def _benefit_setup(
     **overrides: object,
 ) -> tuple[SlotDynamics, torch.Tensor, torch.Tensor, DynamicsOutput]:

@@ -137,6 +137,10 @@ class ModelConfig:
     # explore + (1 - explore - explore_closed) p), so that the prediction without each parent,
     # the closed arm of every counterfactual benefit, keeps being learnt where the gate is open
     gate_explore_closed: float = 0.0
+    # gate = "bernoulli": "probability" draws each training edge with the gate's probability p;
+    # "threshold" with the evaluation's edge (p > edge_threshold) instead of p, the two
+    # explorations kept, so that the closed arm is learnt where the gate is shut (model docs)
+    gate_draw: str = "probability"
     # gate = "bernoulli": what an edge's benefit compares its parent with. "closed": the
     # prediction without the parent (its information, the exact derivative of the expected
     # error); "resampled": the parent's state drawn at random from the batch, the edge open
@@ -273,6 +277,7 @@ _CHOICES = {
     ("model", "message"): ("attention", "gated_sum"),
     ("model", "layout"): ("interleaved", "time_first"),
     ("model", "benefit"): ("closed", "resampled"),
+    ("model", "gate_draw"): ("probability", "threshold"),
     ("model", "backend"): ("", "reference", "triton"),
 }
 _POSITIVE = {

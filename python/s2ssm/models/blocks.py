@@ -167,6 +167,7 @@ class SlotSSMBlock(nn.Module):
         self.clip_gradient = cfg.gate_clip_gradient
         self.explore = cfg.gate_explore
         self.explore_closed = cfg.gate_explore_closed
+        self.draw = cfg.gate_draw
         # "open_probability": an evaluation edge is one open in most training samples
         self.eval_shift = (
             open_probability_shift(cfg.gate, cfg.gate_temperature)
@@ -216,6 +217,7 @@ class SlotSSMBlock(nn.Module):
             eval_shift=self.eval_shift,
             explore=self.explore,
             explore_closed=self.explore_closed,
+            draw=self.draw,
         )
         if forced_edges is not None:
             edges = forced_edges.reshape(b * t, k, k + 1)

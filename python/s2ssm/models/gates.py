@@ -169,6 +169,7 @@ def sample_edges(
     eval_shift: float = 0.0,
     explore: float = 0.0,
     explore_closed: float = 0.0,
+    draw: str = "probability",
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Edges from gate logits: returns (additive log-mask, binary edges, message gate), the first
     two shaped as logits, the gate None unless the attention must scale each edge's message
@@ -193,7 +194,11 @@ def sample_edges(
       what its message is worth (a closed gate's message is masked out either way).
     * ``mode="bernoulli"``: edges ~ Bernoulli(explore + (1 - explore - explore_closed)
       sigmoid(z)), mask 0 / ``NEG_MASK``, no gradient at all: the gates learn from
-      :mod:`s2ssm.models.counterfactual` instead.
+      :mod:`s2ssm.models.counterfactual` instead. ``draw="threshold"`` replaces sigmoid(z)
+      by the evaluation's edge, ``sigmoid(z) > threshold``: a training edge is the
+      evaluation's, flipped open with probability ``explore`` and closed with
+      ``explore_closed``, so that the prediction without a parent is learnt on the
+      transitions whose gate is shut.
 
     Evaluation (``training=False``): edges = ``sigmoid(z + eval_shift) > threshold``,
     deterministic, mask as in the straight-through forward pass, no gate. ``eval_shift`` =
@@ -205,6 +210,8 @@ def sample_edges(
             f"mode must be 'straight_through', 'relaxed', 'hard_concrete' or 'bernoulli', got "
             f"{mode!r}"
         )
+    if draw not in ("probability", "threshold"):
+        raise InvalidInputError(f"draw must be 'probability' or 'threshold', got {draw!r}")
     if gradient not in ("mask", "message"):
         raise InvalidInputError(f"gradient must be 'mask' or 'message', got {gradient!r}")
     if not training:
@@ -213,7 +220,10 @@ def sample_edges(
         return mask, edges, None
     if mode == "bernoulli":
         share = 1.0 - explore - explore_closed
-        edges = torch.rand_like(logits) < explore + share * torch.sigmoid(logits)
+        p = torch.sigmoid(logits)
+        if draw == "threshold":
+            p = (p > threshold).to(p.dtype)
+        edges = torch.rand_like(logits) < explore + share * p
         return torch.where(edges, 0.0, NEG_MASK).to(logits.dtype), edges, None
     u = torch.rand_like(logits).clamp(1e-6, 1.0 - 1e-6)
     y = (logits + torch.log(u) - torch.log1p(-u)) / temperature
