@@ -96,6 +96,9 @@ them the default because none beat the best constant graph or the defaults there
   worse on average over four seeds, and ball -> score shut.
 * ``model.benefit = "resampled"`` (the parent's state replaced by a random draw of it, its
   interventional effect rather than its information): does not cut the near misses.
+* ``model.gate_draw = "threshold"``: training edges are the evaluation's (p > 0.5) up to the
+  two explorations, so that the closed arm is learnt where the gate is shut. Worse: an open
+  gate's closed arm is learnt on 5 % of its transitions, and the points open again.
 * λ: ``sparsity.rule = "exponential"`` (the paper's multiplicative rule) with
   ``sparsity.plateau_window`` (stop once the edge density plateaus) over-prunes;
   ``sparsity.target_run`` (τ = the dense model's converged error) prunes too little within
