@@ -165,6 +165,30 @@ def test_protocol_file_parsing(tmp_path: Path) -> None:
         preset("huge")
 
 
+def test_set_overrides_protocol_fields_and_config_values(tmp_path: Path) -> None:
+    protocol, base = preset(
+        "quick",
+        [
+            "protocol.composite_envs=[]",
+            "protocol.zero_shot=false",
+            'protocol.models=["s2ssm_oracle"]',
+            "optim.steps=7",
+        ],
+    )
+    assert protocol.composite_envs == () and protocol.zero_shot is False
+    assert protocol.models == ("s2ssm_oracle",) and base.optim.steps == 7
+    assert protocol.seeds == preset("quick")[0].seeds  # the others as the preset has them
+    units = plan_units(protocol)
+    assert {u.model for u in units} == {"vae", "s2ssm_oracle"}
+    assert not [u for u in units if u.kind in ("zero_shot", "finetune")]
+    with pytest.raises(InvalidInputError, match=r"unknown config key\(s\) protocol.steps"):
+        preset("quick", ["protocol.steps=3"])
+    with pytest.raises(InvalidInputError, match=r"protocol\.name"):
+        preset("quick", ["protocol.a.b=3"])
+    with pytest.raises(InvalidTypeError, match="true or false"):
+        preset("quick", ["protocol.zero_shot=1"])
+
+
 @pytest.mark.parametrize("name", ["quick", "paper"])
 def test_presets_equal_the_config_files(name: str) -> None:
     with (ROOT / "configs" / f"reproduce_{name}.toml").open("rb") as handle:

@@ -42,6 +42,7 @@ __all__ = [
     "config_to_dict",
     "config_to_json",
     "load_config",
+    "parse_override_value",
 ]
 
 
@@ -593,7 +594,8 @@ def config_from_json(text: str) -> Config:
     return config_from_dict(data)
 
 
-def _parse_value(text: str) -> Any:
+def parse_override_value(text: str) -> Any:
+    """The value of a ``--set key=value``: a TOML value, else the text itself."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -620,7 +622,7 @@ def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
         key, sep, raw = item.partition("=")
         if not sep:
             raise InvalidInputError(f"--set expects key=value, got {item!r}")
-        _nested_set(data, key.strip(), _parse_value(raw.strip()))
+        _nested_set(data, key.strip(), parse_override_value(raw.strip()))
     return config_from_dict(data)
 
 

@@ -68,7 +68,8 @@ def add_parser(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a base config value, e.g. --set optim.steps=100 (repeatable)",
+        help="override a base config value, e.g. --set optim.steps=100, or a protocol field, "
+        "e.g. --set protocol.composite_envs=[] (repeatable)",
     )
     parser.set_defaults(run=run)
 

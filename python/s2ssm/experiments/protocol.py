@@ -38,7 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from s2ssm.config import Config, apply_overrides, config_from_dict, resolve_config_path
+from s2ssm.config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    parse_override_value,
+    resolve_config_path,
+)
 from s2ssm.errors import InvalidInputError, InvalidTypeError
 from s2ssm.training.data import env_id
 
@@ -295,9 +301,24 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _split(data: Mapping[str, Any], overrides: Iterable[str]) -> tuple[Protocol, Config]:
+    """The protocol and the base config of a setting, each ``protocol.name=value`` of
+    ``overrides`` applied to the ``[protocol]`` table (``protocol.composite_envs=[]``), the
+    others to the base config."""
     data = dict(data)
-    protocol = _protocol_from_dict(data.pop("protocol", {}))
-    return protocol, apply_overrides(config_from_dict(data), overrides)
+    table = dict(data.pop("protocol", {}))
+    rest = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if sep and key.strip().startswith("protocol."):
+            name = key.strip().removeprefix("protocol.")
+            if not name or "." in name:
+                raise InvalidInputError(
+                    f"--set key must look like protocol.name (e.g. protocol.seeds), got {key!r}"
+                )
+            table[name] = parse_override_value(raw.strip())
+        else:
+            rest.append(item)
+    return _protocol_from_dict(table), apply_overrides(config_from_dict(data), rest)
 
 
 def preset(name: str, overrides: Iterable[str] = ()) -> tuple[Protocol, Config]:
